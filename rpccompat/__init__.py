@@ -1,0 +1,48 @@
+"""rpccompat: rolling, zero-downtime upgrades on oslo.messaging and SQL.
+
+Everything a service developer touches::
+
+    from rpccompat import History, Release, Endpoint, method, Service
+    from rpccompat import ObjectRegistry, VersionedObject
+"""
+
+from rpccompat.exceptions import (
+    HistoryError,
+    IncompatibleCall,
+    IncompatibleObject,
+    InvalidFutureArgs,
+    RPCCompatError,
+    ServiceNotFound,
+    UnknownRelease,
+    UnknownVersion,
+)
+from rpccompat.history import History, Release
+from rpccompat.objects import ObjectRegistry, Serializer, VersionedObject
+from rpccompat.pins import Pin, Pins
+from rpccompat.registry import ServiceInfo, ServiceRegistry
+from rpccompat.rpc import Endpoint, RPCClient, method
+from rpccompat.service import Service
+
+__all__ = [
+    "Endpoint",
+    "History",
+    "HistoryError",
+    "IncompatibleCall",
+    "IncompatibleObject",
+    "InvalidFutureArgs",
+    "ObjectRegistry",
+    "Pin",
+    "Pins",
+    "RPCClient",
+    "RPCCompatError",
+    "Release",
+    "Serializer",
+    "Service",
+    "ServiceInfo",
+    "ServiceNotFound",
+    "ServiceRegistry",
+    "UnknownRelease",
+    "UnknownVersion",
+    "VersionedObject",
+    "method",
+]

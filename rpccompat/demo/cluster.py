@@ -1,0 +1,199 @@
+"""The rolling upgrade of a small cluster, under continuous load.
+
+Nodes run in this process (threads; each knows only its own release) or, with
+``processes=True``, one OS process per node.  The steps are an operator's:
+start the cluster at alpha, expand the schema, replace the volume nodes one
+host at a time (graceful stop, start beta on the same host), then the API
+nodes.  After each step it records the pins a beta client sees and who holds
+them, and the calls made and failed so far.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rpccompat import engine as dbengine
+from rpccompat.demo import alpha, beta
+from rpccompat.demo.node import API, VOLUME, Node, Settings, make_conf
+from rpccompat.pins import Pin, Pins
+from rpccompat.registry import ServiceRegistry
+from rpccompat.rpc import make_transport
+
+PIN_LIFT_TIMEOUT = 10.0
+
+
+class ProcessNode:
+    """A node as its own OS process, stopped with SIGTERM like a real one."""
+
+    def __init__(
+        self, settings: Settings, release: str, binary: str, host: str, seed: int = 0
+    ) -> None:
+        self.release, self.binary, self.host = release, binary, host
+        self._argv = [
+            sys.executable, "-m", "rpccompat.demo.node",
+            "--release", release, "--binary", binary, "--host", host,
+            "--seed", str(seed),
+            "--db-url", settings.db_url, "--transport-url", settings.transport_url,
+            "--report-interval", str(settings.report_interval),
+            "--service-down-time", str(settings.service_down_time),
+            "--pin-refresh-interval", str(settings.pin_refresh_interval),
+        ]  # fmt: skip
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.binary}@{self.host} ({self.release})"
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if line != "READY":
+            self._proc.kill()
+            raise RuntimeError(f"{self.name} did not start (exit {self._proc.wait()})")
+
+    def stop(self) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=120)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+
+def pins_view(pins: dict[str, Pin]) -> dict[str, Any]:
+    return {
+        binary: {
+            "rpc_version": pin.rpc_version,
+            "objects_version": pin.objects_version,
+            "release": pin.release,
+            "source": pin.source,
+            "holders": [s.name for s in pin.holders],
+        }
+        for binary, pin in pins.items()
+    }
+
+
+class RollingUpgrade:
+    """Runs the upgrade; ``report(step)`` is called after every step."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        volume_nodes: int = 3,
+        processes: bool = False,
+        settle: float = 1.0,
+        report: Callable[[dict[str, Any]], None] = lambda step: None,
+    ) -> None:
+        self.settings = settings
+        self.volume_nodes = volume_nodes
+        self.node_class = ProcessNode if processes else Node
+        self.settle = settle
+        self.report = report
+        self.steps: list[dict[str, Any]] = []
+        self.stats: list[dict[str, Any]] = []
+        self._api_nodes: list[Any] = []
+
+    def run(self) -> dict[str, Any]:
+        engine = dbengine.create_engine(self.settings.db_url)
+        self.registry = ServiceRegistry(engine)
+        self.registry.create_schema()
+        alpha.metadata.create_all(engine)
+        conf = make_conf(self.settings, "demo-observer")
+        transport = make_transport(conf)
+        # What a beta client sees: the pins that must lift by themselves.
+        self.observer = Pins(
+            beta.HISTORY,
+            self.registry,
+            service_down_time=self.settings.service_down_time,
+            refresh_interval=self.settings.pin_refresh_interval,
+        )
+        self.observer.start(transport)
+        started = time.monotonic()
+        try:
+            result = self._upgrade(engine)
+        finally:
+            self.observer.stop()
+            transport.cleanup()
+            engine.dispose()
+        result["elapsed_seconds"] = round(time.monotonic() - started, 2)
+        return result
+
+    def _upgrade(self, engine: Any) -> dict[str, Any]:
+        volumes = {
+            f"node-{i}": self._start("alpha", VOLUME, f"node-{i}")
+            for i in range(1, self.volume_nodes + 1)
+        }
+        api_alpha = self._start_api("alpha", "api-1")
+        self._start_api("beta", "api-2")
+        self._step("cluster at alpha, clients of both releases calling")
+        beta.expand_schema(engine)
+        self._step("db expand: beta columns added")
+        pin_lift_seconds = None
+        for host in list(volumes):
+            volumes[host].stop()
+            stopped_at = time.monotonic()
+            volumes[host] = self._start("beta", VOLUME, host)
+            if host == list(volumes)[-1]:
+                pin_lift_seconds = self._wait_for_release("beta", stopped_at)
+            self._step(f"{VOLUME}@{host} upgraded to beta")
+        self.stats.append(api_alpha.stop())
+        self._api_nodes.remove(api_alpha)
+        self._start_api("beta", "api-1")
+        self._step("api@api-1 upgraded to beta")
+        for node in self._api_nodes:
+            self.stats.append(node.stop())
+        for node in volumes.values():
+            node.stop()
+        return {
+            "calls": sum(s.get("calls", 0) for s in self.stats),
+            "failed_calls": sum(s.get("failed_calls", 0) for s in self.stats),
+            "failures": [f for s in self.stats for f in s.get("failures", [])],
+            "pin_lift_seconds": pin_lift_seconds,
+            "pins": self.steps,
+        }
+
+    def _start(self, release: str, binary: str, host: str) -> Any:
+        node = self.node_class(
+            self.settings, release, binary, host, seed=len(self.steps)
+        )
+        node.start()
+        return node
+
+    def _start_api(self, release: str, host: str) -> Any:
+        node = self._start(release, API, host)
+        self._api_nodes.append(node)
+        return node
+
+    def _wait_for_release(self, release: str, since: float) -> float | None:
+        """Seconds until the observer's pin reached ``release`` (None: never)."""
+        while time.monotonic() - since < PIN_LIFT_TIMEOUT:
+            if self.observer.get(VOLUME).release == release:
+                return round(time.monotonic() - since, 3)
+            time.sleep(0.01)
+        return None
+
+    def _step(self, what: str) -> None:
+        time.sleep(self.settle)
+        stats = [
+            n.load.client.stats() for n in self._api_nodes if getattr(n, "load", None)
+        ]
+        step = {
+            "step": what,
+            "pins": pins_view(self.observer.current()),
+            "services": [
+                f"{s.name} {s.release} {s.state(self.settings.service_down_time)}"
+                for s in self.registry.services()
+            ],
+            "calls": sum(s["calls"] for s in self.stats + stats),
+            "failed_calls": sum(s["failed_calls"] for s in self.stats + stats),
+        }
+        self.steps.append(step)
+        self.report(step)

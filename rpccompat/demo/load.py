@@ -1,0 +1,98 @@
+"""Continuous client load, counted call by call."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+MAX_FAILURES_KEPT = 20
+
+
+def expect(ok: bool, method_name: str, got: Any) -> None:
+    if not ok:
+        raise AssertionError(f"{method_name} answered wrongly: {got!r}")
+
+
+class CountingClient:
+    """Wraps an RPC client; counts calls, failures and their causes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.failed_calls = 0
+        self.failures: list[str] = []
+
+    def can_send(self, method: str) -> bool:
+        return self._client.can_send(method)
+
+    def call(self, context: Any, method: str, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+        try:
+            return self._client.call(context, method, **kwargs)
+        except Exception as e:
+            self.record_failure(f"{method}: {type(e).__name__}: {e}")
+            raise
+
+    def record_failure(self, cause: str) -> None:
+        with self._lock:
+            self.failed_calls += 1
+            if len(self.failures) < MAX_FAILURES_KEPT:
+                self.failures.append(cause)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "failed_calls": self.failed_calls,
+                "failures": list(self.failures),
+            }
+
+
+class Load:
+    """Threads calling ``exercise(client, context, rng)`` until stopped."""
+
+    def __init__(
+        self,
+        client: Any,
+        exercise: Callable[[Any, dict, random.Random], None],
+        *,
+        threads: int = 2,
+        seed: int = 0,
+        max_calls: int | None = None,
+    ) -> None:
+        self.client = CountingClient(client)
+        self._exercise = exercise
+        self._stop = threading.Event()
+        self._max_calls = max_calls
+        self._threads = [
+            threading.Thread(target=self._run, args=(seed + i,), daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self._stop.is_set():
+            if self._max_calls is not None and self.client.calls >= self._max_calls:
+                time.sleep(0.05)
+                continue
+            try:
+                self._exercise(self.client, {"request_id": f"req-{seed}"}, rng)
+            except AssertionError as e:
+                self.client.record_failure(str(e))
+            except Exception:
+                pass  # counted by CountingClient
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return self.client.stats()

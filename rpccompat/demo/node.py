@@ -1,0 +1,133 @@
+"""One node of the sample service, in this process or as its own process.
+
+``python -m rpccompat.demo.node --release alpha --binary volume --host n1
+--db-url URL --transport-url URL`` runs a node until SIGTERM, as a real
+deployment would; it prints ``READY`` once serving and, for an ``api`` node
+(one that only calls), one JSON line of its load counters when it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+from oslo_config import cfg
+
+from rpccompat import engine as dbengine
+from rpccompat import opts
+from rpccompat.demo import alpha, beta
+from rpccompat.demo.load import Load
+from rpccompat.service import Service
+
+RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
+VOLUME, API = "volume", "api"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    db_url: str
+    transport_url: str
+    report_interval: float = 1.0
+    service_down_time: float = 10.0
+    pin_refresh_interval: float = 5.0
+
+
+def make_conf(settings: Settings, host: str) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    conf([], project="rpccompat-demo", default_config_files=[])
+    opts.register_opts(conf, alpha.HISTORY)
+    conf.set_override("host", host)
+    conf.set_override("connection", settings.db_url, "database")
+    conf.set_override("transport_url", settings.transport_url)
+    for name in ("report_interval", "service_down_time", "pin_refresh_interval"):
+        conf.set_override(name, getattr(settings, name))
+    return conf
+
+
+class Node:
+    """A node running in this process: a Service, plus load if it is an API."""
+
+    def __init__(
+        self, settings: Settings, release: str, binary: str, host: str, seed: int = 0
+    ) -> None:
+        self.release, self.binary, self.host = release, binary, host
+        self.code = RELEASES[release]
+        self._engine = dbengine.create_engine(settings.db_url)
+        endpoints = [self.code.VolumeManager(self._engine)] if binary == VOLUME else []
+        self.service = Service(
+            self.code.HISTORY,
+            self.code.VolumesObject,
+            binary,
+            conf=make_conf(settings, host),
+            endpoints=endpoints,
+        )
+        self._seed = seed
+        self.load: Load | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.binary}@{self.host} ({self.release})"
+
+    def start(self) -> None:
+        self.service.start()
+        if self.binary == API:
+            client = self.service.client(self.code.VolumeManager, timeout=30)
+            self.load = Load(client, self.code.exercise, seed=self._seed)
+            self.load.start()
+
+    def stop(self) -> dict[str, Any]:
+        stats = self.load.stop() if self.load else {}
+        self.service.stop()
+        self._engine.dispose()
+        return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", choices=sorted(RELEASES), required=True)
+    parser.add_argument("--binary", choices=(VOLUME, API), required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    for field in dataclasses.fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        if field.default is dataclasses.MISSING:
+            parser.add_argument(flag, required=True)
+        else:
+            parser.add_argument(flag, type=float, default=field.default)
+    args = parser.parse_args(argv)
+    settings = Settings(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+    )
+    node = Node(settings, args.release, args.binary, args.host, args.seed)
+    pin_changes: list[dict[str, Any]] = []
+    done = _on_sigterm()
+    node.start()
+    assert node.service.pins is not None
+    node.service.pins.on_change(
+        lambda pins: pin_changes.append(
+            {"at": time.time(), **{b: p.rpc_version for b, p in pins.items()}}
+        )
+    )
+    print("READY", flush=True)
+    done.wait()
+    stats = node.stop()
+    print(json.dumps({**stats, "pin_changes": pin_changes}), flush=True)
+    return 0
+
+
+def _on_sigterm() -> threading.Event:
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    return done
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Errors rpccompat raises, each saying what went wrong, why, and what to do.
+
+Errors a server sends back to a caller take one message argument only, so that
+oslo.messaging can rebuild them on the caller's side (this module is in every
+rpccompat client's ``allowed_remote_exmods``).
+"""
+
+from __future__ import annotations
+
+
+class RPCCompatError(Exception):
+    """Base of every rpccompat error."""
+
+
+class HistoryError(RPCCompatError):
+    """A history declaration, or a lookup in one, is wrong."""
+
+
+class UnknownRelease(HistoryError):
+    """A release name that the history does not declare."""
+
+
+class UnknownVersion(HistoryError):
+    """A version that no release of the history declares."""
+
+
+class ServiceNotFound(RPCCompatError):
+    """No live row in the services table for that binary and host."""
+
+
+class IncompatibleCall(RPCCompatError):
+    """A call that cannot reach the pinned peers intact; nothing was sent."""
+
+
+class InvalidFutureArgs(RPCCompatError):
+    """A caller sent a ``future_args`` that is not a dict (raised on the server)."""
+
+
+class IncompatibleObject(RPCCompatError):
+    """An object payload this release cannot read, or cannot send to a peer."""

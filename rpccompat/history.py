@@ -1,0 +1,160 @@
+"""What each release of a service project speaks.
+
+One ordered declaration per project merges Cinder's ``OBJ_VERSIONS`` and Nova's
+``SERVICE_VERSION_HISTORY``: for every release, the RPC API version of each
+binary and the version of every object.  Pins, backports, the contract gate and
+the operator CLI all read it, so a release's wire format is stated once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+from oslo_utils import versionutils
+
+from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.10"`` -> ``(1, 10)``; a clear error for anything else."""
+    try:
+        return versionutils.convert_version_to_tuple(version)
+    except (TypeError, ValueError):
+        raise UnknownVersion(
+            f"{version!r} is not a version: expected MAJOR.MINOR, e.g. '1.2'"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """One release: its name, RPC API version per binary, object manifest.
+
+    ``objects_version`` identifies the manifest in the services table
+    (``object_current_version``); when omitted, the history numbers the
+    releases ``1.0``, ``1.1``, ... in order, as Cinder numbers its
+    ``OBJ_VERSIONS``.
+    """
+
+    name: str
+    rpc: Mapping[str, str]
+    objects: Mapping[str, str]
+    objects_version: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rpc", MappingProxyType(dict(self.rpc)))
+        object.__setattr__(self, "objects", MappingProxyType(dict(self.objects)))
+
+
+class History:
+    """The releases of one service project, oldest first."""
+
+    def __init__(self, project: str, releases: Sequence[Release]) -> None:
+        if not releases:
+            raise HistoryError(f"history of {project!r} declares no release")
+        self.project = project
+        self.releases: tuple[Release, ...] = tuple(
+            dataclasses.replace(r, objects_version=r.objects_version or f"1.{i}")
+            for i, r in enumerate(releases)
+        )
+        self._by_name = {r.name: r for r in self.releases}
+        self._check()
+
+    def _check(self) -> None:
+        if len(self._by_name) != len(self.releases):
+            raise HistoryError(f"history of {self.project!r} repeats a release name")
+        for older, newer in itertools.pairwise(self.releases):
+            if version_tuple(newer.objects_version) <= version_tuple(
+                older.objects_version
+            ):
+                raise HistoryError(
+                    f"{self.project}: objects_version of {newer.name!r} must be "
+                    f"newer than that of {older.name!r}"
+                )
+            for binary, version in older.rpc.items():
+                if binary not in newer.rpc:
+                    raise HistoryError(
+                        f"{self.project}: release {newer.name!r} drops binary "
+                        f"{binary!r}; a binary stays in every later release"
+                    )
+                if version_tuple(newer.rpc[binary]) < version_tuple(version):
+                    raise HistoryError(
+                        f"{self.project}: RPC version of {binary!r} goes back "
+                        f"from {version} to {newer.rpc[binary]} in {newer.name!r}"
+                    )
+
+    @property
+    def current(self) -> Release:
+        """The newest release: the one this code base runs."""
+        return self.releases[-1]
+
+    @property
+    def binaries(self) -> tuple[str, ...]:
+        return tuple(self.current.rpc)
+
+    def release(self, name: str) -> Release:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownRelease(
+                f"{self.project} has no release {name!r}; known releases: "
+                f"{', '.join(self._by_name)}"
+            ) from None
+
+    def index(self, name: str) -> int:
+        """Position of a release, oldest 0: compare releases with it."""
+        return self.releases.index(self.release(name))
+
+    def rpc_version(self, binary: str, release: str | None = None) -> str:
+        rel = self.release(release) if release else self.current
+        try:
+            return rel.rpc[binary]
+        except KeyError:
+            raise HistoryError(
+                f"release {rel.name!r} of {self.project} has no binary {binary!r}; "
+                f"binaries: {', '.join(rel.rpc) or 'none'}"
+            ) from None
+
+    def release_for_rpc(self, binary: str, version: str) -> Release:
+        """The newest release whose RPC API for ``binary`` is at most ``version``."""
+        return self._newest_at_most(
+            version,
+            ((r, r.rpc[binary]) for r in self.releases if binary in r.rpc),
+            f"RPC version of {binary!r}",
+        )
+
+    def release_for_objects(self, objects_version: str) -> Release:
+        """The newest release whose object manifest is at most ``objects_version``."""
+        return self._newest_at_most(
+            objects_version,
+            ((r, r.objects_version) for r in self.releases),
+            "object version",
+        )
+
+    def resolve_level(self, binary: str, level: str) -> Release:
+        """An ``[upgrade_levels]`` value (a release name or a version) as a release."""
+        if level in self._by_name:
+            return self._by_name[level]
+        if level.replace(".", "").isdigit():
+            return self.release_for_rpc(binary, level)
+        raise UnknownRelease(
+            f"[upgrade_levels] {binary} = {level!r} is neither 'auto', a release "
+            f"({', '.join(self._by_name)}) nor a version like '1.0'"
+        )
+
+    def _newest_at_most(
+        self, version: str, candidates: Iterable[tuple[Release, str]], what: str
+    ) -> Release:
+        wanted = version_tuple(version)
+        found = None
+        for release, declared in candidates:
+            if version_tuple(declared) <= wanted:
+                found = release
+        if found is None:
+            raise UnknownVersion(
+                f"{what} {version} is older than every release of {self.project} "
+                f"(oldest: {self.releases[0].name}); add that release to the history"
+            )
+        return found

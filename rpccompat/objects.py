@@ -1,0 +1,161 @@
+"""Versioned objects per release, and the serializer that backports them.
+
+oslo.versionedobjects keeps one registry per process.  rpccompat gives each
+release's code base its own :class:`ObjectRegistry`, so that a node knows only
+its own release's classes even when several releases share a process (the
+demo, tests): an alpha node then rejects a beta-only object exactly as it would
+alone.  Objects sent to a peer are backported to the pinned manifest, children
+included; replies are backported to the manifest the caller names in the
+message context.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from oslo_utils import versionutils
+from oslo_versionedobjects import base as ovo_base
+from oslo_versionedobjects import exception as ovo_exc
+
+from rpccompat.exceptions import HistoryError, IncompatibleObject
+from rpccompat.history import History
+
+CONTEXT_KEY = "rpccompat_objects_version"
+
+# The object version the caller of the message being served reads.  oslo.messaging
+# deserializes the context, runs the method and serializes the reply in one
+# worker per message, so the server serializer can find it here.
+_caller_objects_version: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rpccompat_caller_objects_version", default=None
+)
+
+
+class ObjectRegistry(ovo_base.VersionedObjectRegistry):
+    """The object classes of one release's code base, and no others."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ObjectRegistry:
+        # Unlike the base class, instances do not share one global store.
+        self = object.__new__(cls)
+        self._obj_classes = collections.defaultdict(list)
+        return self
+
+    def register(self, obj_cls):  # type: ignore[override]
+        """Class decorator: make ``obj_cls`` known to this release only."""
+        self._register_class(obj_cls)
+        return obj_cls
+
+    def classes(self) -> dict[str, type[ovo_base.VersionedObject]]:
+        """Name -> newest registered class."""
+        return {name: classes[0] for name, classes in self._obj_classes.items()}
+
+    def class_for(self, objname: str, objver: str) -> type[ovo_base.VersionedObject]:
+        """Like ``VersionedObject.obj_class_from_name``, in this registry."""
+        if objname not in self._obj_classes:
+            raise ovo_exc.UnsupportedObjectError(objtype=objname)
+        compatible = None
+        for objclass in self._obj_classes[objname]:
+            if objver == objclass.VERSION:
+                return objclass
+            if compatible is None and versionutils.is_compatible(
+                objver, objclass.VERSION
+            ):
+                compatible = objclass
+        if compatible is not None:
+            return compatible
+        raise ovo_exc.IncompatibleObjectVersion(
+            objname=objname,
+            objver=objver,
+            supported=self._obj_classes[objname][0].VERSION,
+        )
+
+
+class VersionedObject(ovo_base.VersionedObject):
+    """Base of a project's objects; set ``OBJ_REGISTRY`` on the project's base.
+
+    Children are rebuilt through their parent's class, so looking classes up
+    in ``OBJ_REGISTRY`` keeps every nested object within one release.
+    """
+
+    OBJ_REGISTRY: ClassVar[ObjectRegistry]
+
+    @classmethod
+    def obj_class_from_name(cls, objname: str, objver: str):  # type: ignore[override]
+        return cls.OBJ_REGISTRY.class_for(objname, objver)
+
+
+class Serializer(ovo_base.VersionedObjectSerializer):
+    """Backports objects for the peer and carries the caller's manifest.
+
+    With ``manifest`` (a client's, from its pin) every object sent is
+    backported to it.  Without (a server's), replies are backported to the
+    manifest of the caller, read from the message context.
+    """
+
+    def __init__(
+        self,
+        base: type[VersionedObject],
+        history: History,
+        manifest: Mapping[str, str] | None = None,
+    ) -> None:
+        self.OBJ_BASE_CLASS = base
+        self.history = history
+        self.manifest = manifest
+
+    def serialize_context(self, context: Any) -> dict[str, Any]:
+        ctxt = dict(context.to_dict() if hasattr(context, "to_dict") else context or {})
+        ctxt[CONTEXT_KEY] = self.history.current.objects_version
+        return ctxt
+
+    def deserialize_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        context = dict(context)
+        _caller_objects_version.set(context.pop(CONTEXT_KEY, None))
+        return context
+
+    def serialize_entity(self, context: Any, entity: Any) -> Any:
+        if isinstance(entity, ovo_base.VersionedObject):
+            return backport(entity, self._target_manifest())
+        if isinstance(entity, (tuple, list, set, dict)):
+            return self._process_iterable(context, self.serialize_entity, entity)
+        return entity
+
+    def _target_manifest(self) -> Mapping[str, str]:
+        if self.manifest is not None:
+            return self.manifest
+        caller = _caller_objects_version.get()
+        if caller is None:
+            return self.history.current.objects
+        try:
+            return self.history.release_for_objects(caller).objects
+        except HistoryError:
+            return self.history.releases[0].objects
+
+    def deserialize_entity(self, context: Any, entity: Any) -> Any:
+        try:
+            return super().deserialize_entity(context, entity)
+        except (ovo_exc.UnsupportedObjectError, ovo_exc.IncompatibleObjectVersion) as e:
+            raise IncompatibleObject(
+                f"release {self.history.current.name} of {self.history.project} "
+                f"cannot read this object: {e}; the sender must backport it to "
+                "the manifest it is pinned to"
+            ) from e
+
+
+def backport(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> dict:
+    """``obj`` as a primitive a peer with ``manifest`` reads, children included.
+
+    The manifest is always passed: without one, oslo.versionedobjects leaves
+    children at their own version.
+    """
+    name = obj.obj_name()
+    if name not in manifest:
+        raise IncompatibleObject(
+            f"cannot send a {name}: the peer's manifest does not have it "
+            f"(it knows {', '.join(sorted(manifest)) or 'no objects'}); wait for "
+            "its pin to lift, or do not send this object to it"
+        )
+    return obj.obj_to_primitive(
+        target_version=manifest[name], version_manifest=dict(manifest)
+    )

@@ -1,0 +1,84 @@
+"""rpccompat's oslo.config options, for services and oslo-config-generator."""
+
+from __future__ import annotations
+
+import importlib
+import socket
+
+from oslo_config import cfg
+from oslo_messaging import opts as messaging_opts
+
+from rpccompat.history import History
+
+service_opts = [
+    cfg.StrOpt("host", default=socket.gethostname(), help="Name of this node."),
+    cfg.FloatOpt(
+        "report_interval",
+        default=10.0,
+        min=0.1,
+        help="Seconds between heartbeats into the services table.",
+    ),
+    cfg.FloatOpt(
+        "service_down_time",
+        default=60.0,
+        min=0.1,
+        help="A service whose heartbeat is older than this many seconds is down "
+        "and stops counting towards pins.",
+    ),
+    cfg.FloatOpt(
+        "pin_refresh_interval",
+        default=30.0,
+        min=0.1,
+        help="Seconds between pin refreshes from the services table; starts and "
+        "stops announced on the control fanout refresh them at once.",
+    ),
+]
+
+database_opts = [
+    cfg.StrOpt(
+        "connection",
+        default="sqlite:///rpccompat.sqlite",
+        secret=True,
+        help="SQLAlchemy URL of the database holding the services table.",
+    ),
+]
+
+
+def upgrade_level_opts(binaries: tuple[str, ...]) -> list[cfg.Opt]:
+    return [
+        cfg.StrOpt(
+            binary,
+            default="auto",
+            help=f"Cap for RPC sent to {binary}: 'auto' (follow the services "
+            "table), a release name, or an RPC version.",
+        )
+        for binary in binaries
+    ]
+
+
+def register_opts(conf: cfg.ConfigOpts, history: History) -> None:
+    register_messaging_opts(conf)
+    conf.register_opts(service_opts)
+    conf.register_opts(database_opts, group="database")
+    conf.register_opts(upgrade_level_opts(history.binaries), group="upgrade_levels")
+
+
+def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
+    """oslo.messaging's options, on a conf that need not be ``cfg.CONF``."""
+    for group, group_opts in messaging_opts.list_opts():
+        conf.register_opts(group_opts, group=group)
+    # oslo.messaging registers its metrics and tracing options on cfg.CONF
+    # only, yet its drivers read them from whichever conf they are given.
+    for module, group in (
+        ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
+        ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+    ):
+        try:
+            extra = getattr(importlib.import_module(module), group)
+        except (ImportError, AttributeError):
+            continue  # an older oslo.messaging without that feature
+        conf.register_opts(extra, group=group)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    return [(None, service_opts), ("database", database_opts)]

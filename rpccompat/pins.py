@@ -1,0 +1,268 @@
+"""Version caps: the newest RPC version and object manifest every peer reads.
+
+Per binary, the pin is the minimum over the services that count (live, not
+forced down, not stopped, heartbeat younger than ``service_down_time``),
+unless ``[upgrade_levels]`` fixes it.  Pins are cached per process and
+refreshed on a timer and at once when any node announces a start or a stop on
+the control fanout, so clients lift their pins without a restart or a SIGHUP.
+A pin computed from no peers at all is never cached (Cinder and Nova shipped
+that bug three times): with nobody to ask, send at your own version and look
+again next time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+
+import oslo_messaging as messaging
+
+from rpccompat.exceptions import UnknownVersion
+from rpccompat.history import History, Release, version_tuple
+from rpccompat.registry import ServiceInfo, ServiceRegistry, utcnow
+
+LOG = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+# The control channel's wire format is frozen: every release must speak it.
+CONTROL_VERSION = "1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pin:
+    """The cap in force towards one binary, and why."""
+
+    binary: str
+    rpc_version: str
+    objects_version: str
+    manifest: Mapping[str, str]
+    release: str
+    source: str  # "auto", "upgrade_levels" or "no services"
+    holders: tuple[ServiceInfo, ...] = ()
+
+    @property
+    def holder_names(self) -> str:
+        return ", ".join(f"{s.name} ({s.release})" for s in self.holders) or "-"
+
+    def describe(self) -> str:
+        held = f" held by {self.holder_names}" if self.holders else ""
+        return (
+            f"{self.binary}: rpc {self.rpc_version}, objects {self.objects_version} "
+            f"({self.release}, {self.source}){held}"
+        )
+
+
+def compute_pin(
+    history: History,
+    binary: str,
+    services: list[ServiceInfo],
+    *,
+    level: str = AUTO,
+    down_time: float = 60,
+) -> Pin:
+    """The pin towards ``binary`` given the rows of the services table."""
+    own = history.current
+    own_rpc, own_objects = own.rpc[binary], own.objects_version
+    if level != AUTO:
+        release = history.resolve_level(binary, level)
+        rpc = release.rpc[binary] if level == release.name else level
+        return _pin(
+            binary, release, "upgrade_levels", rpc_version=_capped(rpc, own_rpc)
+        )
+    now = utcnow()
+    spoken = [
+        (
+            s,
+            _capped(s.rpc_current_version, own_rpc),
+            _capped(s.object_current_version, own_objects),
+        )
+        for s in services
+        if s.binary == binary and s.is_up(down_time, now)
+    ]
+    if not spoken:
+        return _pin(binary, own, "no services")
+    rpc = min((r for _, r, _ in spoken), key=version_tuple)
+    objects = min((o for _, _, o in spoken), key=version_tuple)
+    rpc_held, objects_held = rpc != own_rpc, objects != own_objects
+    holders = tuple(
+        s
+        for s, r, o in spoken
+        if (rpc_held and r == rpc) or (objects_held and o == objects)
+    )
+    release = min(
+        history.release_for_rpc(binary, rpc),
+        history.release_for_objects(objects),
+        key=lambda r: history.index(r.name),
+    )
+    return dataclasses.replace(
+        _pin(binary, release, "auto", rpc_version=rpc, objects_version=objects),
+        holders=holders,
+    )
+
+
+def _capped(version: str | None, own: str) -> str:
+    """A peer's version as we can use it: never above our own."""
+    if version is None:
+        return own
+    try:
+        return version if version_tuple(version) < version_tuple(own) else own
+    except UnknownVersion:
+        LOG.warning("ignoring unparseable version %r in the services table", version)
+        return own
+
+
+def _pin(
+    binary: str,
+    release: Release,
+    source: str,
+    rpc_version: str | None = None,
+    objects_version: str | None = None,
+) -> Pin:
+    return Pin(
+        binary=binary,
+        rpc_version=rpc_version or release.rpc[binary],
+        objects_version=objects_version or release.objects_version,
+        manifest=release.objects,
+        release=release.name,
+        source=source,
+    )
+
+
+class Pins:
+    """The pins of one process, cached, refreshed by timer and by the fanout."""
+
+    def __init__(
+        self,
+        history: History,
+        registry: ServiceRegistry,
+        *,
+        upgrade_levels: Mapping[str, str] | None = None,
+        service_down_time: float = 60,
+        refresh_interval: float = 30,
+    ) -> None:
+        self.history = history
+        self.registry = registry
+        self.upgrade_levels = dict(upgrade_levels or {})
+        self.service_down_time = service_down_time
+        self.refresh_interval = refresh_interval
+        self._cache: dict[str, Pin] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._listener: messaging.rpc.server.RPCServer | None = None
+        self._listeners: list[Callable[[dict[str, Pin]], None]] = []
+        for binary, level in self.upgrade_levels.items():
+            if level != AUTO:
+                history.resolve_level(binary, level)  # fail at start, not per call
+
+    def get(self, binary: str) -> Pin:
+        pin = self._cache.get(binary)
+        if pin is None:
+            pin = self.refresh().get(binary) or self._compute(binary, [])
+        return pin
+
+    def current(self) -> dict[str, Pin]:
+        """Every binary's pin now, from the cache where there is one."""
+        return {b: self.get(b) for b in self.history.binaries}
+
+    def refresh(self) -> dict[str, Pin]:
+        """Recompute every pin from the services table, with one query."""
+        services = self.registry.services()
+        pins = {b: self._compute(b, services) for b in self.history.binaries}
+        with self._lock:
+            old = self._cache
+            self._cache = {b: p for b, p in pins.items() if p.source != "no services"}
+        for binary, pin in pins.items():
+            before = old.get(binary)
+            if before is None or (before.rpc_version, before.objects_version) != (
+                pin.rpc_version,
+                pin.objects_version,
+            ):
+                LOG.info("pin %s", pin.describe())
+        for callback in self._listeners:
+            callback(pins)
+        return pins
+
+    def on_change(self, callback: Callable[[dict[str, Pin]], None]) -> None:
+        """Call ``callback(pins)`` after every refresh (demo, CLI, metrics)."""
+        self._listeners.append(callback)
+
+    def _compute(self, binary: str, services: list[ServiceInfo]) -> Pin:
+        return compute_pin(
+            self.history,
+            binary,
+            services,
+            level=self.upgrade_levels.get(binary, AUTO),
+            down_time=self.service_down_time,
+        )
+
+    def start(self, transport: messaging.Transport) -> None:
+        """Refresh now, then on the timer and on every control announcement."""
+        self.refresh()
+        self._listener = messaging.get_rpc_server(
+            transport,
+            messaging.Target(
+                topic=control_topic(self.history), server=f"pins-{uuid.uuid4().hex}"
+            ),
+            [_ControlEndpoint(self)],
+            access_policy=messaging.ExplicitRPCAccessPolicy,
+        )
+        self._listener.start()
+        self._stop.clear()
+        self._timer = threading.Thread(
+            target=self._refresh_periodically, name="rpccompat-pins", daemon=True
+        )
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener.wait()
+            self._listener = None
+        if self._timer is not None:
+            self._timer.join()
+            self._timer = None
+
+    def _refresh_periodically(self) -> None:
+        while not self._stop.wait(self.refresh_interval):
+            self._refresh_logged()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:
+            LOG.exception("could not refresh pins; keeping the ones in force")
+
+
+class _ControlEndpoint:
+    target = messaging.Target(version=CONTROL_VERSION)
+
+    def __init__(self, pins: Pins) -> None:
+        self._pins = pins
+
+    @messaging.expose
+    def service_changed(self, ctxt: dict, event: str, binary: str, host: str) -> None:
+        LOG.debug("control: %s %s@%s, refreshing pins", event, binary, host)
+        self._pins._refresh_logged()
+
+
+def control_topic(history: History) -> str:
+    return f"{history.project}-rpccompat-control"
+
+
+def announce(
+    transport: messaging.Transport, history: History, event: str, binary: str, host: str
+) -> None:
+    """Tell every process of the project to refresh its pins now."""
+    client = messaging.get_rpc_client(
+        transport,
+        messaging.Target(
+            topic=control_topic(history), version=CONTROL_VERSION, fanout=True
+        ),
+    )
+    client.cast({}, "service_changed", event=event, binary=binary, host=host)

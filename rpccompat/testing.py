@@ -1,0 +1,77 @@
+"""Test helpers for service developers: keep code and history in step.
+
+Call them from a service's unit tests; each returns a list of problems, empty
+when all is well, so a test asserts ``== []`` and shows every mismatch at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from rpccompat.history import History
+from rpccompat.objects import ObjectRegistry
+
+REGENERATE_ENV = "RPCCOMPAT_REGENERATE_HASHES"
+
+
+def check_history(
+    history: History, registry: ObjectRegistry, endpoints: Iterable[type] = ()
+) -> list[str]:
+    """Mismatches between the code and the newest history entry (empty: none).
+
+    For a service's unit tests: every registered object's VERSION and every
+    endpoint's ``RPC_API_VERSION`` must equal what the newest release declares,
+    or peers would be pinned to versions the code does not speak.
+    """
+    current = history.current
+    problems = []
+    classes = registry.classes()
+    for name, cls in sorted(classes.items()):
+        declared = current.objects.get(name)
+        if declared != cls.VERSION:
+            problems.append(
+                f"object {name} is at {cls.VERSION} but release {current.name} "
+                f"declares {declared}"
+            )
+    for name in sorted(set(current.objects) - set(classes)):
+        problems.append(
+            f"release {current.name} declares object {name}, not registered"
+        )
+    for endpoint in endpoints:
+        declared = current.rpc.get(endpoint.BINARY)
+        if declared != endpoint.RPC_API_VERSION:
+            problems.append(
+                f"endpoint {endpoint.__name__} ({endpoint.BINARY}) is at "
+                f"{endpoint.RPC_API_VERSION} but release {current.name} declares "
+                f"{declared}"
+            )
+    return problems
+
+
+def check_fingerprints(
+    registry: ObjectRegistry, expected_file: str | Path
+) -> list[str]:
+    """Objects whose fields or methods changed without a VERSION bump.
+
+    ``expected_file`` is a JSON map of ``name -> "version-hash"``.  Run with
+    ``RPCCOMPAT_REGENERATE_HASHES=1`` to rewrite it after bumping versions.
+    """
+    from oslo_versionedobjects import fixture  # needs the test-only 'fixtures'
+
+    classes = {name: [cls] for name, cls in registry.classes().items()}
+    actual = fixture.ObjectVersionChecker(obj_classes=classes).get_hashes()
+    path = Path(expected_file)
+    if os.environ.get(REGENERATE_ENV):
+        path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+        return []
+    expected = json.loads(path.read_text()) if path.exists() else {}
+    return [
+        f"{name}: fingerprint {actual.get(name)} but {path} expects "
+        f"{expected.get(name)}; bump its VERSION (and the history), then run with "
+        f"{REGENERATE_ENV}=1"
+        for name in sorted(set(actual) | set(expected))
+        if actual.get(name) != expected.get(name)
+    ]
