@@ -1,0 +1,162 @@
+"""Real backends for the tests: SQLite, MariaDB, PostgreSQL and RabbitMQ.
+
+Every test gets its own database (or vhost) and drops it afterwards, so tests
+run in parallel and again.  Outside CI a backend that is not reachable skips
+its tests with one line saying why; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+MYSQL_URL = os.environ.get("RPCCOMPAT_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRESQL_URL = os.environ.get(
+    "RPCCOMPAT_POSTGRESQL_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
+)
+RABBIT_URL = os.environ.get("RPCCOMPAT_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(what: str, why: object) -> None:
+    message = f"{what} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def _server_database(base_url: str, admin_db: str, label: str) -> Iterator[str]:
+    name = f"rpccompat_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(f"{base_url}/{admin_db}", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        unavailable(label, e.orig)
+    try:
+        yield f"{base_url}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mysql", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+    elif request.param == "mysql":
+        yield from _server_database(MYSQL_URL, "test", "MariaDB")
+    else:
+        yield from _server_database(POSTGRESQL_URL, "test", "PostgreSQL")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'test.sqlite'}"
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    yield from _server_database(MYSQL_URL, "test", "MariaDB")
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    yield from _server_database(POSTGRESQL_URL, "test", "PostgreSQL")
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def rabbit_url() -> Iterator[str]:
+    """A RabbitMQ vhost of the test's own."""
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("RabbitMQ", "rabbitmqctl not found")
+    vhost = f"rpccompat-{uuid.uuid4().hex[:12]}"
+    made = _rabbitmqctl("add_vhost", vhost)
+    if made.returncode != 0:
+        unavailable("RabbitMQ", made.stderr.strip() or made.stdout.strip())
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"{RABBIT_URL}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(params=["memory", "rabbit"])
+def transport_url(request: pytest.FixtureRequest) -> str:
+    """The in-memory transport and a RabbitMQ vhost."""
+    if request.param == "memory":
+        return "kombu+memory:////"
+    return request.getfixturevalue("rabbit_url")
+
+
+class Cluster:
+    """Nodes and clients of the sample service, stopped at the end of a test."""
+
+    def __init__(self, db_url: str, transport_url: str) -> None:
+        from rpccompat import engine as dbengine
+        from rpccompat.demo import alpha, beta
+        from rpccompat.demo.node import Settings
+        from rpccompat.registry import ServiceRegistry
+
+        self.settings = Settings(
+            db_url=db_url, transport_url=transport_url, pin_refresh_interval=60
+        )
+        self.engine = dbengine.create_engine(db_url)
+        self.registry = ServiceRegistry(self.engine)
+        self.registry.create_schema()
+        alpha.metadata.create_all(self.engine)
+        beta.expand_schema(self.engine)
+        self._stoppable: list = []
+
+    def node(self, release: str, host: str = "node-1", binary: str = "volume"):
+        from rpccompat.demo.node import Node
+
+        node = Node(self.settings, release, binary, host)
+        node.start()
+        self._stoppable.append(node)
+        return node
+
+    def client(self, release: str, level: str = "auto", timeout: float = 10):
+        """A client of ``release`` whose pin follows the table or ``level``."""
+        from rpccompat.demo.node import RELEASES, make_conf
+        from rpccompat.pins import Pins
+        from rpccompat.rpc import RPCClient, make_transport
+
+        code = RELEASES[release]
+        transport = make_transport(make_conf(self.settings, "test-client"))
+        self._stoppable.append(transport)
+        pins = Pins(code.HISTORY, self.registry, upgrade_levels={"volume": level})
+        return RPCClient(
+            transport, code.VolumeManager, pins, code.VolumesObject, timeout=timeout
+        )
+
+    def close(self) -> None:
+        for item in reversed(self._stoppable):
+            item.stop() if hasattr(item, "stop") else item.cleanup()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def cluster(sqlite_url: str, transport_url: str) -> Iterator[Cluster]:
+    """Sample-service nodes on SQLite, over the in-memory transport and RabbitMQ."""
+    made = Cluster(sqlite_url, transport_url)
+    yield made
+    made.close()
