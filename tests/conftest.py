@@ -23,7 +23,9 @@ MYSQL_URL = os.environ.get("RPCCOMPAT_MYSQL_URL", "mysql+pymysql://root@127.0.0.
 POSTGRESQL_URL = os.environ.get(
     "RPCCOMPAT_POSTGRESQL_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
 )
-RABBIT_URL = os.environ.get("RPCCOMPAT_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672")
+RABBIT_URL = os.environ.get(
+    "RPCCOMPAT_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672"
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -46,7 +46,12 @@ def test_required_argument_that_would_be_lost_raises_naming_everything(cluster):
     try:
         with pytest.raises(IncompatibleCall) as err:
             client.call(
-                CTXT, "attach_volume", volume_id="x", host="h", mountpoint="m", mode="ro"
+                CTXT,
+                "attach_volume",
+                volume_id="x",
+                host="h",
+                mountpoint="m",
+                mode="ro",
             )
     finally:
         object.__setattr__(spec, "required", frozenset())
@@ -123,7 +128,9 @@ def test_unknown_object_name_or_version_is_a_clear_error_and_serving_goes_on(
         "versioned_object.version": version,
         "versioned_object.data": {"id": "0" * 32},
     }
-    with pytest.raises(IncompatibleObject, match="release alpha of volumes cannot read"):
+    with pytest.raises(
+        IncompatibleObject, match="release alpha of volumes cannot read"
+    ):
         raw.call(CTXT, "update_volume", volume=primitive)
     assert cluster.client("alpha").call(CTXT, "list_volumes") == []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,14 +81,18 @@ class Load:
         rng = random.Random(seed)
         while not self._stop.is_set():
             if self._max_calls is not None and self.client.calls >= self._max_calls:
-                time.sleep(0.05)
-                continue
+                return
             try:
                 self._exercise(self.client, {"request_id": f"req-{seed}"}, rng)
             except AssertionError as e:
                 self.client.record_failure(str(e))
             except Exception:
                 pass  # counted by CountingClient
+
+    @property
+    def finished(self) -> bool:
+        """All threads are done (they reached ``max_calls``)."""
+        return not any(thread.is_alive() for thread in self._threads)
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()

@@ -55,9 +55,18 @@ class Node:
     """A node running in this process: a Service, plus load if it is an API."""
 
     def __init__(
-        self, settings: Settings, release: str, binary: str, host: str, seed: int = 0
+        self,
+        settings: Settings,
+        release: str,
+        binary: str,
+        host: str,
+        seed: int = 0,
+        *,
+        load_threads: int = 2,
+        max_calls: int | None = None,
     ) -> None:
         self.release, self.binary, self.host = release, binary, host
+        self._load_threads, self._max_calls = load_threads, max_calls
         self.code = RELEASES[release]
         self._engine = dbengine.create_engine(settings.db_url)
         endpoints = [self.code.VolumeManager(self._engine)] if binary == VOLUME else []
@@ -79,7 +88,13 @@ class Node:
         self.service.start()
         if self.binary == API:
             client = self.service.client(self.code.VolumeManager, timeout=30)
-            self.load = Load(client, self.code.exercise, seed=self._seed)
+            self.load = Load(
+                client,
+                self.code.exercise,
+                seed=self._seed,
+                threads=self._load_threads,
+                max_calls=self._max_calls,
+            )
             self.load.start()
 
     def stop(self) -> dict[str, Any]:
@@ -95,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--binary", choices=(VOLUME, API), required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--load-threads", type=int, default=2)
+    parser.add_argument(
+        "--max-calls", type=int, help="api: stop by itself after this many calls"
+    )
     for field in dataclasses.fields(Settings):
         flag = "--" + field.name.replace("_", "-")
         if field.default is dataclasses.MISSING:
@@ -105,7 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
     )
-    node = Node(settings, args.release, args.binary, args.host, args.seed)
+    node = Node(
+        settings,
+        args.release,
+        args.binary,
+        args.host,
+        args.seed,
+        load_threads=args.load_threads,
+        max_calls=args.max_calls,
+    )
     pin_changes: list[dict[str, Any]] = []
     done = _on_sigterm()
     node.start()
@@ -116,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print("READY", flush=True)
-    done.wait()
+    while not done.wait(0.1):
+        if args.max_calls is not None and node.load is not None and node.load.finished:
+            break
     stats = node.stop()
     print(json.dumps({**stats, "pin_changes": pin_changes}), flush=True)
     return 0

@@ -1,0 +1,214 @@
+"""Who counts towards a pin, on SQLite, MariaDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from rpccompat import engine as dbengine
+from rpccompat.demo import beta
+from rpccompat.exceptions import UnknownRelease
+from rpccompat.pins import Pins, compute_pin
+from rpccompat.registry import ServiceRecord, ServiceRegistry
+
+
+@pytest.fixture
+def registry(db_url):
+    made = ServiceRegistry(dbengine.create_engine(db_url))
+    made.create_schema()
+    yield made
+    made.engine.dispose()
+
+
+def report(registry, host, release, binary="volume"):
+    rel = beta.HISTORY.release(release)
+    return registry.report(
+        host=host,
+        binary=binary,
+        release=rel.name,
+        rpc_version=rel.rpc["volume"],
+        objects_version=rel.objects_version,
+    )
+
+
+def pin(registry, **kwargs):
+    return compute_pin(beta.HISTORY, "volume", registry.services(), **kwargs)
+
+
+def test_empty_table_gives_own_version_and_is_not_cached(registry):
+    pins = Pins(beta.HISTORY, registry)
+    first = pins.get("volume")
+    assert (first.release, first.source) == ("beta", "no services")
+    report(registry, "old", "alpha")
+    assert pins.get("volume").release == "alpha"  # looked again: nothing cached
+
+
+def test_lowest_live_service_holds_the_pin(registry):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    got = pin(registry)
+    assert (got.rpc_version, got.objects_version, got.release) == (
+        "1.0",
+        "1.0",
+        "alpha",
+    )
+    assert got.manifest == {"Volume": "1.0", "Attachment": "1.0"}
+    assert [s.host for s in got.holders] == ["old"]
+
+
+def test_all_new_lifts_the_pin_with_no_holders(registry):
+    report(registry, "a", "beta")
+    report(registry, "b", "beta")
+    got = pin(registry)
+    assert (got.rpc_version, got.release, got.holders) == ("1.1", "beta", ())
+
+
+def test_dead_row_does_not_count(registry):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    stale = datetime.datetime(2000, 1, 1)
+    with registry.engine.begin() as conn:
+        conn.execute(
+            sa.update(ServiceRecord)
+            .where(ServiceRecord.host == "old")
+            .values(updated_at=stale)
+        )
+    assert pin(registry, down_time=60).release == "beta"
+    assert registry.get("volume", "old").state(60) == "down"
+
+
+def test_forced_down_row_does_not_count(registry):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    registry.set_forced_down("volume", "old", True)
+    assert pin(registry).release == "beta"
+    registry.set_forced_down("volume", "old", False)
+    assert pin(registry).release == "alpha"
+
+
+def test_stopped_row_does_not_count_until_it_reports_again(registry):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    registry.mark_stopped("volume", "old")
+    assert pin(registry).release == "beta"
+    report(registry, "old", "alpha")
+    assert pin(registry).release == "alpha"
+
+
+def test_deleted_row_does_not_count(registry):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    registry.remove("volume", "old")
+    assert pin(registry).release == "beta"
+    assert [s.host for s in registry.services()] == ["new"]
+    assert len(registry.services(include_deleted=True)) == 2
+
+
+def test_disabled_row_still_counts(registry):
+    report(registry, "old", "alpha")
+    registry.set_disabled("volume", "old", True, reason="maintenance")
+    assert pin(registry).release == "alpha"
+
+
+def test_other_binaries_do_not_count(registry):
+    report(registry, "new", "beta")
+    report(registry, "api-old", "alpha", binary="api")
+    assert pin(registry).release == "beta"
+
+
+@pytest.mark.parametrize(
+    ("level", "rpc", "release"),
+    [("alpha", "1.0", "alpha"), ("1.0", "1.0", "alpha"), ("beta", "1.1", "beta")],
+)
+def test_upgrade_levels_release_or_version_overrides_the_table(
+    registry, level, rpc, release
+):
+    report(registry, "new", "beta")
+    report(registry, "old", "alpha")
+    got = pin(registry, level=level)
+    assert (got.rpc_version, got.release, got.source) == (
+        rpc,
+        release,
+        "upgrade_levels",
+    )
+
+
+def test_upgrade_levels_unknown_value_fails_at_start(registry):
+    with pytest.raises(UnknownRelease, match="gamma"):
+        Pins(beta.HISTORY, registry, upgrade_levels={"volume": "gamma"})
+
+
+def test_cached_pin_refreshes_on_the_timer(registry, transport_url):
+    from rpccompat.demo.node import Settings, make_conf
+    from rpccompat.rpc import make_transport
+
+    report(registry, "old", "alpha")
+    pins = Pins(beta.HISTORY, registry, refresh_interval=0.2)
+    transport = make_transport(
+        make_conf(Settings(db_url="sqlite://", transport_url=transport_url), "t")
+    )
+    pins.start(transport)
+    try:
+        assert pins.get("volume").release == "alpha"
+        registry.remove("volume", "old")
+        report(registry, "new", "beta")
+        deadline = time.monotonic() + 5
+        while pins.get("volume").release != "beta" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pins.get("volume").release == "beta"
+    finally:
+        pins.stop()
+        transport.cleanup()
+
+
+def _node(db_url, transport_url, release, binary, host):
+    return subprocess.Popen(
+        [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
+         "--binary", binary, "--host", host, "--db-url", db_url,
+         "--transport-url", transport_url, "--pin-refresh-interval", "600",
+         "--load-threads", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"])
+def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
+    request, rabbit_url, backend
+):
+    """No restart, no signal to the clients, timer far away: the fanout does it."""
+    db_url = request.getfixturevalue(f"{backend}_url")
+    registry = ServiceRegistry(dbengine.create_engine(db_url))
+    registry.create_schema()
+    beta.metadata.create_all(registry.engine)
+    nodes = {
+        name: _node(db_url, rabbit_url, release, binary, name)
+        for name, release, binary in [
+            ("old-volume", "alpha", "volume"),
+            ("new-volume", "beta", "volume"),
+            ("api-beta", "beta", "api"),
+        ]
+    }
+    try:
+        for node in nodes.values():
+            assert node.stdout.readline().strip() == "READY"
+        time.sleep(0.5)
+        stopped_at = time.time()
+        nodes["old-volume"].terminate()
+        assert nodes["old-volume"].wait(timeout=60) == 0
+        time.sleep(2.5)
+    finally:
+        outputs = {}
+        for name in ("api-beta", "new-volume", "old-volume"):  # clients first
+            nodes[name].terminate()
+            outputs[name] = nodes[name].communicate(timeout=60)[0]
+        registry.engine.dispose()
+    api = json.loads(outputs["api-beta"].splitlines()[-1])
+    lifted = [c["at"] for c in api["pin_changes"] if c["volume"] == "1.1"]
+    assert lifted, f"pin never lifted: {api['pin_changes']}"
+    assert lifted[0] - stopped_at < 2.0
