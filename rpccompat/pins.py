@@ -258,11 +258,18 @@ def control_topic(history: History) -> str:
 def announce(
     transport: messaging.Transport, history: History, event: str, binary: str, host: str
 ) -> None:
-    """Tell every process of the project to refresh its pins now."""
+    """Tell every process of the project to refresh its pins now.
+
+    Best effort: a process that misses it still refreshes on its timer.
+    """
     client = messaging.get_rpc_client(
         transport,
         messaging.Target(
             topic=control_topic(history), version=CONTROL_VERSION, fanout=True
         ),
+        retry=1,
     )
-    client.cast({}, "service_changed", event=event, binary=binary, host=host)
+    try:
+        client.cast({}, "service_changed", event=event, binary=binary, host=host)
+    except messaging.MessagingException as e:
+        LOG.warning("could not announce %s of %s@%s: %s", event, binary, host, e)

@@ -139,8 +139,6 @@ class Service:
             self._server.stop()
             self._server.wait()
             self._server = None
-        if self.pins is not None:
-            self.pins.stop()
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._heartbeat = None
@@ -148,6 +146,9 @@ class Service:
             self.registry.mark_stopped(self.binary, self.host)
         if self.transport is not None:
             pins.announce(self.transport, self.history, "stop", self.binary, self.host)
+        if self.pins is not None:
+            self.pins.stop()
+        if self.transport is not None:
             self.transport.cleanup()
         if self.registry is not None:
             self.registry.engine.dispose()
