@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -162,3 +163,15 @@ def cluster(sqlite_url: str, transport_url: str) -> Iterator[Cluster]:
     made = Cluster(sqlite_url, transport_url)
     yield made
     made.close()
+
+
+def spawn_node(
+    db_url: str, transport_url: str, release: str, binary: str, host: str, *extra: str
+) -> subprocess.Popen[str]:
+    """A node of the sample service as its own OS process; it prints READY."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
+         "--binary", binary, "--host", host, "--db-url", db_url,
+         "--transport-url", transport_url, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip

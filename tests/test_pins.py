@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from rpccompat.demo import beta
 from rpccompat.exceptions import UnknownRelease
 from rpccompat.pins import Pins, compute_pin
 from rpccompat.registry import ServiceRecord, ServiceRegistry
+from tests.conftest import spawn_node
 
 
 @pytest.fixture
@@ -167,16 +166,6 @@ def test_cached_pin_refreshes_on_the_timer(registry, transport_url):
         transport.cleanup()
 
 
-def _node(db_url, transport_url, release, binary, host):
-    return subprocess.Popen(
-        [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
-         "--binary", binary, "--host", host, "--db-url", db_url,
-         "--transport-url", transport_url, "--pin-refresh-interval", "600",
-         "--load-threads", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"])
 def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
     request, rabbit_url, backend
@@ -187,7 +176,17 @@ def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
     registry.create_schema()
     beta.metadata.create_all(registry.engine)
     nodes = {
-        name: _node(db_url, rabbit_url, release, binary, name)
+        name: spawn_node(
+            db_url,
+            rabbit_url,
+            release,
+            binary,
+            name,
+            "--pin-refresh-interval",
+            "600",
+            "--load-threads",
+            "0",
+        )  # fmt: skip
         for name, release, binary in [
             ("old-volume", "alpha", "volume"),
             ("new-volume", "beta", "volume"),

@@ -11,6 +11,7 @@ import pytest
 from rpccompat.demo import alpha, beta
 from rpccompat.engine import create_engine
 from rpccompat.registry import ServiceRegistry
+from tests.conftest import spawn_node
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,15 +45,6 @@ def test_demo_refuses_processes_on_the_in_memory_transport():
     assert "--processes needs a broker" in done.stderr
 
 
-def _node(db_url, rabbit_url, release, binary, host, *extra):
-    return subprocess.Popen(
-        [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
-         "--binary", binary, "--host", host, "--db-url", db_url,
-         "--transport-url", rabbit_url, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"])
 def test_mixed_cluster_of_processes_serves_1000_calls_without_failure(
     request, rabbit_url, backend
@@ -64,15 +56,15 @@ def test_mixed_cluster_of_processes_serves_1000_calls_without_failure(
     beta.expand_schema(engine)
     engine.dispose()
     servers = [
-        _node(db_url, rabbit_url, "alpha", "volume", "old"),
-        _node(db_url, rabbit_url, "beta", "volume", "new"),
+        spawn_node(db_url, rabbit_url, "alpha", "volume", "old"),
+        spawn_node(db_url, rabbit_url, "beta", "volume", "new"),
     ]
     clients = []
     try:
         for server in servers:
             assert server.stdout.readline().strip() == "READY"
         clients = [
-            _node(db_url, rabbit_url, release, "api", f"api-{release}",
+            spawn_node(db_url, rabbit_url, release, "api", f"api-{release}",
                   "--max-calls", "500")
             for release in ("alpha", "beta")
         ]  # fmt: skip
