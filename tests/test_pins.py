@@ -166,6 +166,10 @@ def test_cached_pin_refreshes_on_the_timer(registry, transport_url):
         transport.cleanup()
 
 
+# Timer far away, no load of their own: only the fanout can lift the pin.
+QUIET = ("--pin-refresh-interval", "600", "--load-threads", "0")
+
+
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"])
 def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
     request, rabbit_url, backend
@@ -176,17 +180,7 @@ def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
     registry.create_schema()
     beta.metadata.create_all(registry.engine)
     nodes = {
-        name: spawn_node(
-            db_url,
-            rabbit_url,
-            release,
-            binary,
-            name,
-            "--pin-refresh-interval",
-            "600",
-            "--load-threads",
-            "0",
-        )  # fmt: skip
+        name: spawn_node(db_url, rabbit_url, release, binary, name, *QUIET)
         for name, release, binary in [
             ("old-volume", "alpha", "volume"),
             ("new-volume", "beta", "volume"),
