@@ -27,6 +27,7 @@ from rpccompat.registry import ServiceInfo, ServiceRegistry, utcnow
 LOG = logging.getLogger(__name__)
 
 AUTO = "auto"
+NO_SERVICES = "no services"  # a pin that must not be cached
 
 # The control channel's wire format is frozen: every release must speak it.
 CONTROL_VERSION = "1.0"
@@ -41,7 +42,7 @@ class Pin:
     objects_version: str
     manifest: Mapping[str, str]
     release: str
-    source: str  # "auto", "upgrade_levels" or "no services"
+    source: str  # AUTO, "upgrade_levels" or NO_SERVICES
     holders: tuple[ServiceInfo, ...] = ()
 
     @property
@@ -84,7 +85,7 @@ def compute_pin(
         if s.binary == binary and s.is_up(down_time, now)
     ]
     if not spoken:
-        return _pin(binary, own, "no services")
+        return _pin(binary, own, NO_SERVICES)
     rpc = min((r for _, r, _ in spoken), key=version_tuple)
     objects = min((o for _, _, o in spoken), key=version_tuple)
     rpc_held, objects_held = rpc != own_rpc, objects != own_objects
@@ -161,9 +162,7 @@ class Pins:
 
     def get(self, binary: str) -> Pin:
         pin = self._cache.get(binary)
-        if pin is None:
-            pin = self.refresh().get(binary) or self._compute(binary, [])
-        return pin
+        return pin if pin is not None else self.refresh()[binary]
 
     def current(self) -> dict[str, Pin]:
         """Every binary's pin now, from the cache where there is one."""
@@ -175,7 +174,7 @@ class Pins:
         pins = {b: self._compute(b, services) for b in self.history.binaries}
         with self._lock:
             old = self._cache
-            self._cache = {b: p for b, p in pins.items() if p.source != "no services"}
+            self._cache = {b: p for b, p in pins.items() if p.source != NO_SERVICES}
         for binary, pin in pins.items():
             before = old.get(binary)
             if before is None or (before.rpc_version, before.objects_version) != (

@@ -156,11 +156,17 @@ class Service:
 
     def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
-        done = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: done.set())
+        done = stop_requested()
         self.start()
         try:
             done.wait()
         finally:
             self.stop()
+
+
+def stop_requested() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the cue for a graceful stop."""
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    return done

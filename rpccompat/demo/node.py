@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
-import threading
 import time
 from types import ModuleType
 from typing import Any
@@ -24,7 +22,7 @@ from rpccompat import engine as dbengine
 from rpccompat import opts
 from rpccompat.demo import alpha, beta
 from rpccompat.demo.load import Load
-from rpccompat.service import Service
+from rpccompat.service import Service, stop_requested
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
 VOLUME, API = "volume", "api"
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         max_calls=args.max_calls,
     )
     pin_changes: list[dict[str, Any]] = []
-    done = _on_sigterm()
+    done = stop_requested()
     node.start()
     assert node.service.pins is not None
     node.service.pins.on_change(
@@ -149,13 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     stats = node.stop()
     print(json.dumps({**stats, "pin_changes": pin_changes}), flush=True)
     return 0
-
-
-def _on_sigterm() -> threading.Event:
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    return done
 
 
 if __name__ == "__main__":
