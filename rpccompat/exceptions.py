@@ -38,3 +38,22 @@ class InvalidFutureArgs(RPCCompatError):
 
 class IncompatibleObject(RPCCompatError):
     """An object payload this release cannot read, or cannot send to a peer."""
+
+
+class MigrationError(RPCCompatError):
+    """A migration tree, or a step of expand / migrate / contract, is wrong."""
+
+
+class LockNotGranted(MigrationError):
+    """DDL could not take its lock within the retry budget; nothing was queued."""
+
+
+class ContractRefused(MigrationError):
+    """Contract would break something still running or not yet migrated.
+
+    ``blockers`` lists each reason with the command that clears it.
+    """
+
+    def __init__(self, message: str, blockers: tuple = ()) -> None:
+        super().__init__(message)
+        self.blockers = blockers

@@ -115,9 +115,6 @@ class ServiceRegistry:
         self.engine = engine
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
-
     @contextmanager
     def _session(self) -> Iterator[orm.Session]:
         with self._sessions.begin() as session:

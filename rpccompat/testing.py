@@ -11,6 +11,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from rpccompat.db import lint
+from rpccompat.db.tree import CONTRACT, MigrationTree
+from rpccompat.exceptions import MigrationError
 from rpccompat.history import History
 from rpccompat.objects import ObjectRegistry
 
@@ -75,3 +78,32 @@ def check_fingerprints(
         for name in sorted(set(actual) | set(expected))
         if actual.get(name) != expected.get(name)
     ]
+
+
+def check_migrations(tree: MigrationTree) -> list[str]:
+    """Problems of a migration tree (empty: none), without a database.
+
+    The head files name the real heads, every contract revision declares a
+    ``requires_release`` the history knows, and the lint finds nothing that
+    is not declared as an exception.
+    """
+    problems = []
+    try:
+        tree.check_head_files()
+    except MigrationError as e:
+        problems.append(str(e))
+    for revision in tree.revisions(CONTRACT):
+        needed = tree.requires_release(revision)
+        if tree.history is None:
+            continue
+        if needed is None:
+            problems.append(
+                f"contract revision {revision.revision} declares no requires_release"
+            )
+        elif needed not in [r.name for r in tree.history.releases]:
+            problems.append(
+                f"contract revision {revision.revision} requires {needed!r}, "
+                "which the history does not declare"
+            )
+    problems += [str(finding) for finding in lint.errors(lint.lint(tree))]
+    return problems

@@ -1,0 +1,337 @@
+"""Online data migrations: move rows to the new shape while every release serves.
+
+Each migration is ``(found, done) = fn(context, max_count)`` (Nova's and
+Cinder's contract): it looks at up to ``max_count`` rows, converts those that
+need it, and returns how many it looked at and how many it changed; ``found
+== 0`` means nothing is left.  Each call is one short transaction, so it can
+be killed at any moment and run again.  The runner calls every migration of
+every release, in release order, until each reports nothing left, then
+records it as complete in ``rpccompat_data_migrations`` - which the contract
+gate and ``db check`` read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from rpccompat.db.sync import ColumnSync
+from rpccompat.registry import NAMING_CONVENTION, utcnow
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+progress_table = sa.Table(
+    "rpccompat_data_migrations",
+    metadata,
+    sa.Column("tree", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(191), primary_key=True),
+    sa.Column("cursor", sa.String(255)),
+    sa.Column("found", sa.BigInteger, nullable=False, default=0),
+    sa.Column("done", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Column("completed_at", sa.DateTime),
+)
+
+MIN_BATCH, MAX_BATCH = 10, 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+    """What a migration gets: the engine, and a cursor kept across crashes."""
+
+    engine: sa.Engine
+    tree: str
+    migration: str
+
+    def _row(self) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            progress_table.c.tree == self.tree, progress_table.c.name == self.migration
+        )
+
+    def cursor(self, conn: sa.Connection) -> Any:
+        """The key this migration reached, locked until ``conn`` commits."""
+        stored = conn.execute(
+            sa.select(progress_table.c.cursor).where(self._row()).with_for_update()
+        ).scalar()
+        return None if stored is None else json.loads(stored)
+
+    def save_cursor(self, conn: sa.Connection, value: Any) -> None:
+        """Keep ``value`` in the same transaction as the batch it ends."""
+        conn.execute(
+            progress_table.update()
+            .where(self._row())
+            .values(cursor=json.dumps(value), updated_at=utcnow())
+        )
+
+
+Migration = Callable[[DataContext, int], tuple[int, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataMigration:
+    release: str
+    name: str
+    fn: Migration
+
+
+class DataMigrations:
+    """The data migrations of one tree, each under the release that needs it."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, DataMigration] = {}
+
+    def add(self, release: str, fn: Migration, name: str | None = None) -> Migration:
+        name = name or fn.__name__
+        if name in self._items:
+            raise ValueError(f"data migration {name!r} is registered twice")
+        self._items[name] = DataMigration(release, name, fn)
+        return fn
+
+    def register(
+        self, release: str, name: str | None = None
+    ) -> Callable[[Migration], Migration]:
+        """Decorator form of :meth:`add`."""
+        return lambda fn: self.add(release, fn, name)
+
+    def __iter__(self) -> Iterator[DataMigration]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Backfill:
+    """The data migration of a :class:`ColumnSync`: keyset batches by key.
+
+    Each call converts the next ``max_count`` keys after the stored cursor
+    and moves the cursor in the same transaction; rows behind the cursor stay
+    converted because the sync triggers were installed before the first
+    batch.  Unlike ``WHERE new IS NULL LIMIT n`` it never rescans converted
+    rows, so the last batch costs what the first did.
+    """
+
+    def __init__(self, sync: ColumnSync) -> None:
+        self.sync = sync
+        self.__name__ = f"backfill_{sync.name}"
+
+    def __call__(self, context: DataContext, max_count: int) -> tuple[int, int]:
+        key = self.sync.table_clause.c[self.sync.key]
+        with context.engine.connect() as conn:
+            if conn.dialect.name == "mysql":
+                # No gap locks: writers may insert into the batch's key range.
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                cursor = context.cursor(conn)
+                after = key > cursor if cursor is not None else sa.true()
+                window = sa.select(key).where(after).order_by(key).limit(max_count)
+                window = window.subquery()
+                found, last = conn.execute(
+                    sa.select(sa.func.count(), sa.func.max(window.c[self.sync.key]))
+                ).one()
+                if not found:
+                    return 0, 0
+                done = conn.execute(
+                    self.sync.convert(sa.and_(after, key <= last))
+                ).rowcount
+                context.save_cursor(conn, last)
+                return found, done
+
+
+@dataclasses.dataclass
+class Totals:
+    """One migration's figures for one run."""
+
+    tree: str
+    release: str
+    name: str
+    found: int = 0
+    done: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    error: str | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.found / self.seconds if self.seconds else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Throttle:
+    """How hard a run may push: rows per batch, or a target time per batch.
+
+    With ``target_time`` the batch size follows the measured time of each
+    batch (at most doubling or halving at a time), so a batch holds its row
+    locks about that long whatever the table and the load.
+    """
+
+    batch_size: int = 1000
+    pause: float = 0.0
+    target_time: float | None = None
+
+    def next_size(self, size: int, elapsed: float) -> int:
+        if self.target_time is None or elapsed <= 0:
+            return size
+        scaled = size * min(2.0, max(0.5, self.target_time / elapsed))
+        return int(min(MAX_BATCH, max(MIN_BATCH, scaled)))
+
+
+DEFAULT_THROTTLE = Throttle()
+
+
+def completed(conn: sa.Connection, tree: str) -> set[str]:
+    return set(
+        conn.scalars(
+            sa.select(progress_table.c.name).where(
+                progress_table.c.tree == tree,
+                progress_table.c.completed_at.is_not(None),
+            )
+        )
+    )
+
+
+def _ensure_row(engine: sa.Engine, tree: str, name: str) -> None:
+    with engine.begin() as conn:
+        exists = conn.execute(
+            sa.select(progress_table.c.name).where(
+                progress_table.c.tree == tree, progress_table.c.name == name
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                progress_table.insert().values(tree=tree, name=name, found=0, done=0)
+            )
+
+
+def _record(engine: sa.Engine, totals: Totals) -> None:
+    row = sa.and_(
+        progress_table.c.tree == totals.tree, progress_table.c.name == totals.name
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            progress_table.update()
+            .where(row)
+            .values(
+                found=progress_table.c.found + totals.found,
+                done=progress_table.c.done + totals.done,
+                updated_at=utcnow(),
+                completed_at=utcnow() if totals.complete else None,
+            )
+        )
+
+
+def run(
+    engine: sa.Engine,
+    tree: str,
+    migrations: list[DataMigration],
+    *,
+    max_count: int | None = None,
+    throttle: Throttle = DEFAULT_THROTTLE,
+    progress: Callable[[Totals], None] = lambda totals: None,
+) -> list[Totals]:
+    """Run ``migrations`` until each is complete or ``max_count`` rows were seen.
+
+    A migration that raises is reported in its totals and the others still
+    run: one bad migration must not hold back the rest.
+    """
+    with engine.connect() as conn:
+        already = completed(conn, tree)
+    budget = max_count
+    results = []
+    for migration in migrations:
+        totals = Totals(tree, migration.release, migration.name)
+        results.append(totals)
+        if migration.name in already:
+            totals.complete = True
+            continue
+        if budget is not None and budget <= 0:
+            continue
+        _ensure_row(engine, tree, migration.name)
+        context = DataContext(engine, tree, migration.name)
+        size = throttle.batch_size
+        try:
+            while budget is None or budget > 0:
+                count = size if budget is None else min(size, budget)
+                started = time.monotonic()
+                found, done = migration.fn(context, count)
+                elapsed = time.monotonic() - started
+                totals.found += found
+                totals.done += done
+                totals.batches += 1
+                totals.seconds += elapsed
+                if found == 0:
+                    totals.complete = True
+                    break
+                if budget is not None:
+                    budget -= found
+                progress(totals)
+                size = throttle.next_size(size, elapsed)
+                if throttle.pause:
+                    time.sleep(throttle.pause)
+        except Exception as e:  # reported per migration, see the docstring
+            totals.error = f"{type(e).__name__}: {e}"
+        _record(engine, totals)
+    return results
+
+
+# Exit codes of ``db online_data_migrations`` (Nova and Cinder use the same).
+DONE, MORE_TO_DO, ERRORS, BAD_INPUT = 0, 1, 2, 127
+
+
+def exit_code(results: list[Totals]) -> int:
+    """0 all done; 1 progress made, more to do; 2 errors and no progress."""
+    if all(t.complete and t.error is None for t in results):
+        return DONE
+    if any(t.error for t in results) and not any(t.done or t.found for t in results):
+        return ERRORS
+    return MORE_TO_DO
+
+
+class ProgressLines:
+    """Progress as a line every ``every`` seconds, for a terminal or a log."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every: float = 1.0) -> None:
+        self.stream, self.every = stream, every
+        self._last = 0.0
+
+    def __call__(self, totals: Totals) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            print(
+                f"{totals.tree}/{totals.name}: {totals.found} rows looked at, "
+                f"{totals.done} converted, {totals.rows_per_second:,.0f} rows/s",
+                file=self.stream,
+                flush=True,
+            )
+
+
+def format_totals(results: list[Totals]) -> str:
+    """The table printed at the end of a run."""
+    header = ("Migration", "Release", "Found", "Done", "Batches", "Rows/s", "State")
+    rows = [header] + [
+        (
+            f"{t.tree}/{t.name}",
+            t.release,
+            str(t.found),
+            str(t.done),
+            str(t.batches),
+            f"{t.rows_per_second:,.0f}",
+            "error: " + t.error
+            if t.error
+            else ("complete" if t.complete else "more to do"),
+        )
+        for t in results
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False))
+        + "  "
+        + r[-1]
+        for r in rows
+    )

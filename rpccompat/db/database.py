@@ -1,0 +1,324 @@
+"""Expand, migrate and contract one database, and say where it stands.
+
+The steps an operator (or ``rpccompat-manage``) takes, over rpccompat's own
+tree and a service project's trees.  Contract is the step that destroys what
+the old release needs, so it is gated: refused unless the expand head is
+applied, every data migration is complete, and no service row that counts or
+is not yet removed runs a release older than each pending contract revision
+declares it needs.  Each blocker comes with the command that clears it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from rpccompat.db import data
+from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
+from rpccompat.exceptions import ContractRefused, MigrationError, UnknownRelease
+from rpccompat.registry import ServiceInfo, ServiceRegistry
+
+MANAGE = "rpccompat-manage"
+
+
+class Check(enum.IntEnum):
+    """``db check`` exit codes (Glance's 3/4/5, plus 6)."""
+
+    UP_TO_DATE = 0
+    EXPAND_NEEDED = 3
+    MIGRATIONS_PENDING = 4
+    CONTRACT_NEEDED = 5
+    CONTRACT_BLOCKED = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocker:
+    """One reason contract is refused, and what clears it."""
+
+    reason: str
+    command: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}; to clear: {self.command}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeVersion:
+    """The composite version of one tree: (expand, contract)."""
+
+    tree: str
+    expand: str | None
+    expand_head: str
+    contract: str | None
+    contract_head: str
+
+    @property
+    def composite(self) -> str:
+        return f"({self.expand or 'base'}, {self.contract or 'base'})"
+
+    def behind(self, branch: str) -> bool:
+        return getattr(self, branch) != getattr(self, f"{branch}_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """Where the database stands; ``phase`` is the next step (None: none)."""
+
+    versions: list[TreeVersion]
+    pending_migrations: list[str]
+    blockers: list[Blocker]
+    code: Check
+
+    @property
+    def phase(self) -> str | None:
+        return {
+            Check.EXPAND_NEEDED: "E",
+            Check.MIGRATIONS_PENDING: "M",
+            Check.CONTRACT_NEEDED: "C",
+            Check.CONTRACT_BLOCKED: "C",
+        }.get(self.code)
+
+
+class Database:
+    """rpccompat's tree plus ``trees``, in the database behind ``engine``."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        trees: Sequence[MigrationTree] = (),
+        *,
+        service_down_time: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.trees = [FRAMEWORK, *trees]
+        self.service_down_time = service_down_time
+
+    # -- where it stands -----------------------------------------------------
+
+    def versions(self) -> list[TreeVersion]:
+        with self.engine.connect() as conn:
+            return [self._version(conn, tree) for tree in self.trees]
+
+    @staticmethod
+    def _version(conn: sa.Connection, tree: MigrationTree) -> TreeVersion:
+        current = tree.current(conn)
+        return TreeVersion(
+            tree.name,
+            current[EXPAND],
+            tree.head(EXPAND),
+            current[CONTRACT],
+            tree.head(CONTRACT),
+        )
+
+    def pending_migrations(self) -> list[str]:
+        """``tree/name`` of each data migration not complete, of every release."""
+        with self.engine.connect() as conn:
+            framework_ready = sa.inspect(conn).has_table(data.progress_table.name)
+            pending = []
+            for tree in self.trees:
+                done = data.completed(conn, tree.name) if framework_ready else set()
+                pending += [
+                    f"{tree.name}/{m.name}"
+                    for m in self._ordered(tree)
+                    if m.name not in done
+                ]
+            return pending
+
+    def status(self, *, offline: bool = False) -> Status:
+        versions = self.versions()
+        pending = self.pending_migrations()
+        blockers = self.blockers(versions, pending, offline=offline)
+        if any(v.behind(EXPAND) for v in versions):
+            code = Check.EXPAND_NEEDED
+        elif pending:
+            code = Check.MIGRATIONS_PENDING
+        elif not any(v.behind(CONTRACT) for v in versions):
+            code = Check.UP_TO_DATE
+        else:
+            code = Check.CONTRACT_BLOCKED if blockers else Check.CONTRACT_NEEDED
+        return Status(versions, pending, blockers, code)
+
+    def blockers(
+        self,
+        versions: list[TreeVersion] | None = None,
+        pending: list[str] | None = None,
+        *,
+        offline: bool = False,
+    ) -> list[Blocker]:
+        """Every reason contract would be refused now.
+
+        ``offline`` (``db sync``, all services stopped by the operator) lets
+        rows of services that are not up through; the expand and data
+        migration rules still hold.
+        """
+        versions = self.versions() if versions is None else versions
+        pending = self.pending_migrations() if pending is None else pending
+        blockers = [
+            Blocker(
+                f"{v.tree}: expand head {v.expand_head} is not applied "
+                f"(at {v.expand or 'base'})",
+                f"{MANAGE} db expand",
+            )
+            for v in versions
+            if v.behind(EXPAND)
+        ]
+        blockers += [
+            Blocker(f"data migration {name} has rows left", f"{MANAGE} db migrate")
+            for name in pending
+        ]
+        if not any(v.behind(EXPAND) for v in versions):
+            blockers += self._service_blockers(offline)
+        return blockers
+
+    def _service_blockers(self, offline: bool) -> list[Blocker]:
+        services = ServiceRegistry(self.engine).services()
+        if offline:
+            services = [s for s in services if s.is_up(self.service_down_time)]
+        blockers = []
+        with self.engine.connect() as conn:
+            for tree in self.trees:
+                for revision in tree.pending(conn, CONTRACT):
+                    needed = tree.requires_release(revision)
+                    if needed is None or tree.history is None:
+                        continue
+                    for service in services:
+                        reason = self._too_old(tree, service, needed)
+                        if reason:
+                            blockers.append(
+                                Blocker(
+                                    f"{service.name} {reason}; contract "
+                                    f"{revision.revision} needs {needed}",
+                                    f"upgrade it to {needed}, or if it is gone: "
+                                    f"{MANAGE} service remove {service.binary} "
+                                    f"{service.host}",
+                                )
+                            )
+        return blockers
+
+    def _too_old(
+        self, tree: MigrationTree, service: ServiceInfo, needed: str
+    ) -> str | None:
+        assert tree.history is not None
+        state = service.state(self.service_down_time)
+        try:
+            if tree.history.index(service.release) >= tree.history.index(needed):
+                return None
+        except UnknownRelease:
+            return f"runs {service.release!r}, unknown to {tree.name} ({state})"
+        return f"runs {service.release} ({state})"
+
+    # -- the steps -------------------------------------------------------------
+
+    def expand(self, **settings: Any) -> None:
+        """Apply every tree's expand branch; additive, safe while all serve."""
+        for tree in self.trees:
+            self._refuse_unsafe_triggers(tree)
+            self._upgrade(tree, f"{EXPAND}@head", **settings)
+
+    def migrate(
+        self,
+        *,
+        max_count: int | None = None,
+        throttle: data.Throttle = data.DEFAULT_THROTTLE,
+        progress: Callable[[data.Totals], None] = lambda totals: None,
+    ) -> list[data.Totals]:
+        """Run the data migrations of every tree and every release.
+
+        ``max_count`` bounds the rows looked at in this run (one pass of
+        ``online_data_migrations``); None runs until all are complete.
+        """
+        results: list[data.Totals] = []
+        for tree in self.trees:
+            budget = (
+                None if max_count is None else max_count - sum(t.found for t in results)
+            )
+            results += data.run(
+                self.engine,
+                tree.name,
+                self._ordered(tree),
+                max_count=budget,
+                throttle=throttle,
+                progress=progress,
+            )
+        return results
+
+    def contract(self, *, offline: bool = False, **settings: Any) -> None:
+        """Apply every tree's contract branch, or raise ContractRefused."""
+        blockers = self.blockers(offline=offline)
+        if blockers:
+            raise ContractRefused(
+                f"contract refused: {len(blockers)} blocker(s): "
+                + "; ".join(str(b) for b in blockers),
+                tuple(blockers),
+            )
+        for tree in self.trees:
+            self._upgrade(tree, f"{CONTRACT}@head", **settings)
+
+    def sync(self, **settings: Any) -> list[data.Totals]:
+        """The offline path: expand, migrate, contract, with every service stopped.
+
+        No sync triggers are installed: nothing writes the old shape meanwhile.
+        """
+        self.expand(sync_triggers=False, **settings)
+        results = self.migrate()
+        self.contract(offline=True, sync_triggers=False, **settings)
+        return results
+
+    def _upgrade(self, tree: MigrationTree, target: str, **settings: Any) -> None:
+        with self.engine.connect() as conn:
+            tree.upgrade(conn, target, **settings)
+
+    def _refuse_unsafe_triggers(self, tree: MigrationTree) -> None:
+        if self.engine.dialect.name != "mysql":
+            return
+        with self.engine.connect() as conn:
+            pending = tree.pending(conn, EXPAND)
+            refusal = mysql_trigger_refusal(conn) if pending else None
+        if refusal:
+            rendered = tree.render("mysql")
+            if any("CREATE TRIGGER" in rendered.get(r.revision, "") for r in pending):
+                raise MigrationError(refusal)
+
+    @staticmethod
+    def _ordered(tree: MigrationTree) -> list[data.DataMigration]:
+        migrations = list(tree.data_migrations)
+        if tree.history is not None:
+            migrations.sort(key=lambda m: tree.history.index(m.release))
+        return migrations
+
+
+def mysql_trigger_refusal(conn: sa.Connection) -> str | None:
+    """Why MySQL/MariaDB would refuse CREATE TRIGGER here, or None.
+
+    With binary logging on, creating a trigger needs SUPER unless
+    ``log_bin_trust_function_creators`` is set: found before expand starts,
+    not half-way through it.
+    """
+    log_bin, trusted, user = conn.exec_driver_sql(
+        "SELECT @@log_bin, @@log_bin_trust_function_creators, CURRENT_USER()"
+    ).one()
+    grants = " ".join(row[0] for row in conn.exec_driver_sql("SHOW GRANTS"))
+    return trigger_refusal(
+        bool(int(log_bin)), bool(int(trusted)), _has_super(grants), user
+    )
+
+
+def _has_super(grants: str) -> bool:
+    return "ALL PRIVILEGES ON *.*" in grants or "SUPER" in grants
+
+
+def trigger_refusal(
+    log_bin: bool, trusted: bool, has_super: bool, user: str
+) -> str | None:
+    if not log_bin or trusted or has_super:
+        return None
+    return (
+        f"expand needs to create sync triggers but MySQL/MariaDB will refuse: "
+        f"binary logging is on and {user} has no SUPER privilege; set "
+        "log_bin_trust_function_creators=1 (SET GLOBAL, and in my.cnf) or grant "
+        "SUPER, then run expand again"
+    )

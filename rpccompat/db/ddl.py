@@ -1,0 +1,309 @@
+"""Schema changes for revision scripts that never stall the running service.
+
+A DDL statement that waits for a table lock makes every later query on that
+table wait behind it: one long transaction plus one ``ALTER TABLE`` is an
+outage.  So each statement here runs under a short lock timeout
+(``lock_timeout`` on PostgreSQL, ``lock_wait_timeout`` on MySQL/MariaDB) and,
+when the lock is not granted, gives way and retries with backoff.  MySQL and
+MariaDB are asked for ``ALGORITHM=INSTANT`` (else ``INPLACE, LOCK=NONE``) so a
+plan that would copy the table fails at once instead of locking it;
+PostgreSQL builds indexes ``CONCURRENTLY`` outside the transaction and adds
+constraints ``NOT VALID`` before validating them.
+
+Use these from a revision's ``upgrade()``; they also render offline, which is
+how ``rpccompat.db.lint`` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import context, op
+from sqlalchemy.schema import CreateColumn
+
+from rpccompat.db.sync import ColumnSync
+from rpccompat.exceptions import LockNotGranted, MigrationError
+
+LOG = logging.getLogger(__name__)
+
+LOCK_TIMEOUT = 0.1  # seconds a statement may wait for its lock
+RETRY_BUDGET = 60.0  # seconds of retries before giving up
+MAX_BACKOFF = 2.0
+# MySQL errors: lock wait timeout; algorithm or lock not supported.
+MYSQL_LOCK_TIMEOUT = 1205
+MYSQL_UNSUPPORTED = {1845, 1846}
+PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_lock_timeout(error: sa.exc.DBAPIError) -> bool:
+    orig = error.orig
+    if getattr(orig, "pgcode", None) == PG_LOCK_NOT_AVAILABLE:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] == MYSQL_LOCK_TIMEOUT
+
+
+def run_ddl(
+    conn: sa.Connection,
+    statements: Sequence[str],
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    budget: float = RETRY_BUDGET,
+) -> int:
+    """Run ``statements`` giving way to lock holders; returns the attempts made.
+
+    On PostgreSQL the statements share a savepoint and are retried as one,
+    so a timed-out attempt leaves the revision's transaction usable.  MySQL
+    and MariaDB commit each DDL statement on its own, so each is retried on
+    its own; they take ``lock_wait_timeout`` in whole seconds, and below one
+    second do not wait at all and rely on the retries.
+    """
+    if conn.dialect.name == "postgresql":
+        return _retried(conn, statements, lock_timeout, budget)
+    return sum(_retried(conn, [s], lock_timeout, budget) for s in statements)
+
+
+def _retried(
+    conn: sa.Connection, statements: Sequence[str], lock_timeout: float, budget: float
+) -> int:
+    deadline = time.monotonic() + budget
+    delay, attempt = 0.05, 0
+    while True:
+        attempt += 1
+        try:
+            _attempt(conn, statements, lock_timeout)
+            return attempt
+        except sa.exc.DBAPIError as e:
+            if not is_lock_timeout(e):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise LockNotGranted(
+                    f"{statements[0][:80]!r}: lock not granted in {attempt} "
+                    f"attempts over {budget:.0f}s; a long transaction holds the "
+                    "table (see pg_stat_activity / SHOW PROCESSLIST); end it or "
+                    "run again later"
+                ) from e
+            LOG.info(
+                "lock not granted in %.2fs (attempt %d), retrying in %.2fs: %s",
+                lock_timeout,
+                attempt,
+                delay,
+                statements[0][:80],
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _attempt(
+    conn: sa.Connection, statements: Sequence[str], lock_timeout: float
+) -> None:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        with conn.begin_nested():
+            conn.exec_driver_sql(
+                f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"
+            )
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    elif dialect == "mysql":
+        conn.exec_driver_sql(
+            f"SET SESSION lock_wait_timeout = {math.floor(lock_timeout)}"
+        )
+        try:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        finally:
+            conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+    else:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+# -- operations for revision scripts -------------------------------------------
+
+
+def _dialect() -> str:
+    return op.get_context().dialect.name
+
+
+def _q(name: str) -> str:
+    return op.get_context().dialect.identifier_preparer.quote(name)
+
+
+def _settings() -> dict[str, float]:
+    attributes = context.config.attributes
+    return {
+        "lock_timeout": attributes.get("lock_timeout", LOCK_TIMEOUT),
+        "budget": attributes.get("retry_budget", RETRY_BUDGET),
+    }
+
+
+def execute(*statements: str) -> None:
+    """Run DDL statements under the lock timeout, as one retried unit."""
+    if context.is_offline_mode():
+        for statement in statements:
+            op.execute(statement)
+        return
+    run_ddl(op.get_bind(), statements, **_settings())
+
+
+def _mysql_online(statement: str) -> None:
+    """``statement`` with INSTANT, else INPLACE without locks, never COPY."""
+    instant = f"{statement}, ALGORITHM=INSTANT"
+    if context.is_offline_mode():
+        op.execute(instant)
+        return
+    try:
+        execute(instant)
+    except sa.exc.DBAPIError as e:
+        if e.orig is None or e.orig.args[0] not in MYSQL_UNSUPPORTED:
+            raise
+        execute(f"{statement}, ALGORITHM=INPLACE, LOCK=NONE")
+
+
+def add_column(table: str, column: sa.Column) -> None:
+    """Add a column; it must be nullable or have a constant default."""
+    spec = CreateColumn(column).compile(dialect=op.get_context().dialect)
+    statement = f"ALTER TABLE {_q(table)} ADD COLUMN {spec}"
+    if _dialect() == "mysql":
+        _mysql_online(statement)
+    else:
+        execute(statement)
+
+
+def drop_column(table: str, column: str) -> None:
+    statement = f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}"
+    if _dialect() == "mysql":
+        _mysql_online(statement)
+    else:
+        execute(statement)
+
+
+def create_index(
+    name: str, table: str, columns: Sequence[str], *, unique: bool = False
+) -> None:
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    cols = ", ".join(_q(c) for c in columns)
+    dialect = _dialect()
+    if dialect == "mysql":
+        execute(
+            f"ALTER TABLE {_q(table)} ADD {kind} {_q(name)} ({cols}), "
+            "ALGORITHM=INPLACE, LOCK=NONE"
+        )
+    elif dialect == "postgresql":
+        with op.get_context().autocommit_block():
+            _drop_invalid_index(name)
+            op.execute(
+                f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
+                f"ON {_q(table)} ({cols})"
+            )
+    else:
+        execute(f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})")
+
+
+def _drop_invalid_index(name: str) -> None:
+    """A CONCURRENTLY build that failed leaves an invalid index: rebuild it."""
+    if context.is_offline_mode():
+        return
+    invalid = op.get_bind().execute(
+        sa.text(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = :name AND NOT i.indisvalid"
+        ),
+        {"name": name},
+    )
+    if invalid.first():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
+
+
+def drop_index(name: str, table: str) -> None:
+    dialect = _dialect()
+    if dialect == "mysql":
+        execute(
+            f"ALTER TABLE {_q(table)} DROP INDEX {_q(name)}, "
+            "ALGORITHM=INPLACE, LOCK=NONE"
+        )
+    elif dialect == "postgresql":
+        with op.get_context().autocommit_block():
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
+    else:
+        execute(f"DROP INDEX IF EXISTS {_q(name)}")
+
+
+def add_foreign_key(
+    name: str,
+    table: str,
+    columns: Sequence[str],
+    referent: str,
+    referent_columns: Sequence[str],
+) -> None:
+    """A foreign key checked without blocking writers.
+
+    PostgreSQL: added ``NOT VALID`` (a brief lock), then validated under a
+    lock that lets writes through.  MySQL/MariaDB: added in place with
+    ``foreign_key_checks`` off, which is the only online way, then checked
+    here for orphans.  SQLite cannot add one without rebuilding the table.
+    """
+    q = _q
+    constraint = (
+        f"ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} FOREIGN KEY "
+        f"({', '.join(map(q, columns))}) REFERENCES {q(referent)} "
+        f"({', '.join(map(q, referent_columns))})"
+    )
+    dialect = _dialect()
+    if dialect == "postgresql":
+        execute(f"{constraint} NOT VALID")
+        op.execute(f"ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(name)}")
+    elif dialect == "mysql":
+        op.execute("SET SESSION foreign_key_checks = 0")
+        try:
+            execute(f"{constraint}, ALGORITHM=INPLACE, LOCK=NONE")
+        finally:
+            op.execute("SET SESSION foreign_key_checks = 1")
+        _check_orphans(table, columns, referent, referent_columns)
+    else:
+        raise MigrationError(
+            f"SQLite cannot add foreign key {name} to an existing table without "
+            "rebuilding it; declare it when the table is created"
+        )
+
+
+def _check_orphans(
+    table: str, columns: Sequence[str], referent: str, referent_columns: Sequence[str]
+) -> None:
+    if context.is_offline_mode():
+        return
+    join = " AND ".join(
+        f"r.{_q(rc)} = t.{_q(c)}"
+        for c, rc in zip(columns, referent_columns, strict=True)
+    )
+    present = " AND ".join(f"t.{_q(c)} IS NOT NULL" for c in columns)
+    orphan = op.get_bind().exec_driver_sql(
+        f"SELECT 1 FROM {_q(table)} t WHERE {present} AND NOT EXISTS "
+        f"(SELECT 1 FROM {_q(referent)} r WHERE {join}) LIMIT 1"
+    )
+    if orphan.first():
+        raise MigrationError(
+            f"{table} has rows whose {', '.join(columns)} match no {referent}; "
+            "fix them with a data migration before adding the foreign key"
+        )
+
+
+def install_sync(sync: ColumnSync) -> None:
+    """Install the sync triggers of ``sync`` (skipped by ``db sync``).
+
+    ``db sync`` runs expand, migrate and contract with no service running, so
+    nothing writes the old shape and no trigger is needed (nor, on MySQL,
+    the privilege to create one).
+    """
+    if context.config.attributes.get("sync_triggers", True) is False:
+        return
+    execute(*sync.create_triggers(_dialect()))
+
+
+def drop_sync(sync: ColumnSync) -> None:
+    execute(*sync.drop_triggers(_dialect()))

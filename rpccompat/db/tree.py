@@ -1,0 +1,212 @@
+"""A migration tree: one Alembic history with an ``expand`` and a ``contract`` branch.
+
+rpccompat's own tables are one tree; each service project plugs in another
+(its revision scripts and head files in one directory, its data migrations,
+its release history).  Every tree runs in the same Alembic environment and
+keeps both branches in one version table of its own, so the framework and a
+project upgrade independently in one database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import re
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+
+from rpccompat.db.data import DataMigrations
+from rpccompat.exceptions import MigrationError
+from rpccompat.history import History
+
+EXPAND, CONTRACT = "expand", "contract"
+BRANCHES = (EXPAND, CONTRACT)
+HEAD_FILES = {EXPAND: "EXPAND_HEAD", CONTRACT: "CONTRACT_HEAD"}
+ENVIRONMENT = Path(__file__).parent / "alembic"
+ENTRY_POINT_GROUP = "rpccompat.migration_trees"
+RUNNING = re.compile(r"^-- Running upgrade .*-> (\S+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationTree:
+    """What a service project declares to get expand / migrate / contract.
+
+    ``versions`` holds the revision scripts and the ``EXPAND_HEAD`` and
+    ``CONTRACT_HEAD`` files; each contract revision names, in
+    ``requires_release``, the oldest release of ``history`` that every
+    service must run before it may be applied.
+    """
+
+    name: str
+    versions: Path
+    history: History | None = None
+    data_migrations: DataMigrations = dataclasses.field(default_factory=DataMigrations)
+    version_table: str = "alembic_version"
+
+    def config(self, **attributes: Any) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(ENVIRONMENT))
+        config.set_main_option("version_locations", str(self.versions))
+        config.set_main_option("path_separator", "os")
+        config.attributes.update(version_table=self.version_table, **attributes)
+        return config
+
+    def script(self) -> ScriptDirectory:
+        return ScriptDirectory.from_config(self.config())
+
+    def revisions(self, branch: str) -> list[Script]:
+        """The revisions of one branch, oldest first."""
+        return [
+            r
+            for r in reversed(list(self.script().walk_revisions()))
+            if branch in r.branch_labels
+        ]
+
+    def head(self, branch: str) -> str:
+        heads = [r.revision for r in self.revisions(branch) if r.is_head]
+        if len(heads) != 1:
+            raise MigrationError(
+                f"tree {self.name!r}: the {branch} branch has heads {heads}, "
+                "not one; merge them (alembic merge) and update "
+                f"{HEAD_FILES[branch]}"
+            )
+        return heads[0]
+
+    def check_head_files(self) -> None:
+        """Raise unless ``EXPAND_HEAD``/``CONTRACT_HEAD`` name the real heads.
+
+        Two changes that each add a revision then conflict in git, on these
+        files, instead of forking the history in production.
+        """
+        for branch, filename in HEAD_FILES.items():
+            path = self.versions / filename
+            recorded = path.read_text().strip() if path.exists() else None
+            actual = self.head(branch)
+            if recorded != actual:
+                raise MigrationError(
+                    f"tree {self.name!r}: {path} says {recorded} but the {branch} "
+                    f"head is {actual}; write {actual} into it"
+                )
+
+    def requires_release(self, revision: Script) -> str | None:
+        return getattr(revision.module, "requires_release", None)
+
+    def lint_exceptions(self, revision: Script) -> dict[str, str]:
+        return dict(getattr(revision.module, "lint_exceptions", {}))
+
+    # -- the database side ---------------------------------------------------
+
+    def applied(self, conn: sa.Connection) -> set[str]:
+        """Every revision applied, dependencies included.
+
+        Alembic keeps only heads in the version table, and a contract
+        revision that ``depends_on`` an expand revision replaces its row, so
+        the applied set is everything below the recorded heads.
+        """
+        context = MigrationContext.configure(
+            conn, opts={"version_table": self.version_table}
+        )
+        script = self.script()
+        applied: set[str] = set()
+        todo = list(context.get_current_heads())
+        while todo:
+            revision = script.get_revision(todo.pop())
+            if revision is None or revision.revision in applied:
+                continue
+            applied.add(revision.revision)
+            todo += _as_tuple(revision.down_revision)
+            todo += [
+                script.get_revision(d).revision
+                for d in _as_tuple(revision.dependencies)
+            ]
+        return applied
+
+    def current(self, conn: sa.Connection) -> dict[str, str | None]:
+        """The newest applied revision of each branch (None: none applied)."""
+        applied = self.applied(conn)
+        return {
+            branch: next(
+                (
+                    r.revision
+                    for r in reversed(self.revisions(branch))
+                    if r.revision in applied
+                ),
+                None,
+            )
+            for branch in BRANCHES
+        }
+
+    def pending(self, conn: sa.Connection, branch: str) -> list[Script]:
+        """The revisions of ``branch`` not applied yet, oldest first."""
+        applied = self.applied(conn)
+        return [r for r in self.revisions(branch) if r.revision not in applied]
+
+    def upgrade(self, conn: sa.Connection, target: str, **attributes: Any) -> None:
+        """Apply revisions up to ``target`` (e.g. ``expand@head``) on ``conn``.
+
+        ``conn`` must not be in a transaction: each revision commits on its
+        own, and PostgreSQL's concurrent index builds run between them.
+        """
+        command.upgrade(self.config(connection=conn, **attributes), target)
+        if conn.in_transaction():
+            conn.commit()
+
+    def render(self, dialect: str) -> dict[str, str]:
+        """The SQL each revision runs on ``dialect``, rendered without a database."""
+        buffer = io.StringIO()
+        config = self.config(dialect_name=dialect, output_buffer=buffer)
+        command.upgrade(config, "heads", sql=True)
+        rendered: dict[str, str] = {}
+        revision = None
+        for line in buffer.getvalue().splitlines():
+            marker = RUNNING.match(line)
+            if marker:
+                revision = marker.group(1)
+            elif revision is not None:
+                rendered[revision] = rendered.get(revision, "") + line + "\n"
+        return rendered
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def load(spec: str) -> MigrationTree:
+    """A tree by entry point name (group ``rpccompat.migration_trees``) or
+    ``module:attribute``; how ``rpccompat-manage`` finds a project's tree."""
+    module_name, _, attribute = spec.partition(":")
+    if attribute:
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as e:
+            raise MigrationError(f"cannot load migration tree {spec!r}: {e}") from e
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name == spec:
+            return entry_point.load()
+    known = ", ".join(sorted(available())) or "none installed"
+    raise MigrationError(
+        f"no migration tree named {spec!r} (known: {known}); give an installed "
+        "name or module:attribute"
+    )
+
+
+def available() -> Iterator[str]:
+    return (ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+FRAMEWORK = MigrationTree(
+    "rpccompat",
+    Path(__file__).parent / "versions",
+    version_table="rpccompat_alembic_version",
+)
