@@ -110,23 +110,29 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("rabbit_url")
 
 
+def mixed_period_database(db_url: str) -> sa.Engine:
+    """The sample service's database installed at alpha and expanded for beta:
+    what both releases use while an upgrade is under way."""
+    from rpccompat import engine as dbengine
+    from rpccompat.demo import schema
+
+    engine = dbengine.create_engine(db_url)
+    schema.install_alpha(engine).expand()
+    return engine
+
+
 class Cluster:
     """Nodes and clients of the sample service, stopped at the end of a test."""
 
     def __init__(self, db_url: str, transport_url: str) -> None:
-        from rpccompat import engine as dbengine
-        from rpccompat.demo import alpha, beta
         from rpccompat.demo.node import Settings
         from rpccompat.registry import ServiceRegistry
 
         self.settings = Settings(
             db_url=db_url, transport_url=transport_url, pin_refresh_interval=60
         )
-        self.engine = dbengine.create_engine(db_url)
+        self.engine = mixed_period_database(db_url)
         self.registry = ServiceRegistry(self.engine)
-        self.registry.create_schema()
-        alpha.metadata.create_all(self.engine)
-        beta.expand_schema(self.engine)
         self._stoppable: list = []
 
     def node(self, release: str, host: str = "node-1", binary: str = "volume"):

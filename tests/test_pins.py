@@ -10,17 +10,19 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
+from rpccompat.db import Database
 from rpccompat.demo import beta
 from rpccompat.exceptions import UnknownRelease
 from rpccompat.pins import Pins, compute_pin
 from rpccompat.registry import ServiceRecord, ServiceRegistry
-from tests.conftest import spawn_node
+from tests.conftest import mixed_period_database, spawn_node
 
 
 @pytest.fixture
 def registry(db_url):
-    made = ServiceRegistry(dbengine.create_engine(db_url))
-    made.create_schema()
+    engine = dbengine.create_engine(db_url)
+    Database(engine).expand()
+    made = ServiceRegistry(engine)
     yield made
     made.engine.dispose()
 
@@ -176,9 +178,7 @@ def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
 ):
     """No restart, no signal to the clients, timer far away: the fanout does it."""
     db_url = request.getfixturevalue(f"{backend}_url")
-    registry = ServiceRegistry(dbengine.create_engine(db_url))
-    registry.create_schema()
-    beta.metadata.create_all(registry.engine)
+    registry = ServiceRegistry(mixed_period_database(db_url))
     nodes = {
         name: spawn_node(db_url, rabbit_url, release, binary, name, *QUIET)
         for name, release, binary in [

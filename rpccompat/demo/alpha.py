@@ -17,7 +17,7 @@ from rpccompat import (
     VersionedObject,
     method,
 )
-from rpccompat.demo.load import expect
+from rpccompat.demo.load import Ledger, expect
 
 HISTORY = History(
     "volumes",
@@ -36,7 +36,7 @@ volumes = sa.Table(
     "volumes",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("display_name", sa.String(255), nullable=False),
+    sa.Column("display_name", sa.String(255)),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("attach_host", sa.String(255)),
@@ -147,11 +147,16 @@ class VolumeManager(Endpoint):
             conn.execute(volumes.delete().where(volumes.c.id == volume_id))
 
 
-def exercise(client: Any, context: dict, rng: random.Random) -> int:
-    """One round of every method, as an alpha API node would; returns calls."""
+def exercise(client: Any, context: dict, rng: random.Random, ledger: Ledger) -> int:
+    """One round of every method, as an alpha API node would; returns calls.
+
+    Half the volumes are kept, so the rows written by this release can be
+    checked once the upgrade is over.
+    """
     name, size = f"vol-{rng.randrange(10**6)}", rng.randrange(1, 100)
     volume = client.call(context, "create_volume", name=name, size=size)
     expect(volume.name == name and volume.size == size, "create_volume", volume)
+    ledger.wrote(volume.id, name=name, size=size)
     got = client.call(context, "get_volume", volume_id=volume.id)
     expect(got.id == volume.id and got.name == name, "get_volume", got)
     attached = client.call(
@@ -159,9 +164,15 @@ def exercise(client: Any, context: dict, rng: random.Random) -> int:
     )
     expect(attached.attachment.host == "h1", "attach_volume", attached)
     attached.size = size + 1
+    ledger.writing(volume.id)
     updated = client.call(context, "update_volume", volume=attached)
     expect(updated.size == size + 1, "update_volume", updated)
+    ledger.wrote(volume.id, name=name, size=size + 1)
     listed = client.call(context, "list_volumes")
     expect(any(v.id == volume.id for v in listed), "list_volumes", volume.id)
+    if rng.random() < 0.5:
+        return 5
+    ledger.writing(volume.id)
     client.call(context, "delete_volume", volume_id=volume.id)
+    ledger.deleted(volume.id)
     return 6

@@ -18,7 +18,8 @@ from rpccompat import (
     VersionedObject,
     method,
 )
-from rpccompat.demo.load import expect
+from rpccompat.db import ColumnSync
+from rpccompat.demo.load import Ledger, expect
 
 HISTORY = History(
     "volumes",
@@ -42,7 +43,7 @@ volumes = sa.Table(
     "volumes",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("display_name", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255)),  # alpha's display_name, renamed
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("attach_host", sa.String(255)),
@@ -50,22 +51,9 @@ volumes = sa.Table(
     sa.Column("description", sa.String(255)),  # new in beta
     sa.Column("attach_mode", sa.String(2)),  # new in beta
 )
-NEW_COLUMNS = ("description", "attach_mode")
-
-
-def expand_schema(engine: sa.Engine) -> None:
-    """Add beta's columns; additive only, so alpha nodes keep working."""
-    present = {c["name"] for c in sa.inspect(engine).get_columns("volumes")}
-    with engine.begin() as conn:
-        for name in NEW_COLUMNS:
-            if name not in present:
-                column = volumes.c[name]
-                conn.execute(
-                    sa.text(
-                        f"ALTER TABLE volumes ADD COLUMN {name} "
-                        f"{column.type.compile(engine.dialect)}"
-                    )
-                )
+# The rename, declared once: the expand's triggers, the backfill and the
+# migrate-on-load below all convert with it.
+NAME_SYNC = ColumnSync.rename("volumes", "id", old="display_name", new="name")
 
 
 class VolumesObject(VersionedObject):
@@ -118,7 +106,7 @@ class Volume(VolumesObject):
             )
         return cls(
             id=row.id,
-            name=row.display_name,
+            name=row.name,
             size=row.size,
             status=row.status,
             description=row.description,
@@ -140,9 +128,15 @@ class VolumeManager(Endpoint):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
+    def _read(self, conn: sa.Connection, *where: Any) -> list[Volume]:
+        """Rows alpha wrote before expand are converted here if the backfill
+        has not reached them yet (migrate on load)."""
+        rows = NAME_SYNC.read(conn, sa.select(volumes).where(*where))
+        return [Volume.from_row(row) for row in rows]
+
     def _load(self, conn: sa.Connection, volume_id: str) -> Volume:
-        row = conn.execute(sa.select(volumes).where(volumes.c.id == volume_id)).one()
-        return Volume.from_row(row)
+        (volume,) = self._read(conn, volumes.c.id == volume_id)
+        return volume
 
     @method(since="1.0", args={"description": "1.1"})
     def create_volume(
@@ -153,7 +147,7 @@ class VolumeManager(Endpoint):
             conn.execute(
                 volumes.insert().values(
                     id=volume_id,
-                    display_name=name,
+                    name=name,
                     size=size,
                     status="available",
                     description=description,
@@ -163,13 +157,13 @@ class VolumeManager(Endpoint):
 
     @method(since="1.0")
     def get_volume(self, context: dict, volume_id: str) -> Volume:
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
             return self._load(conn, volume_id)
 
     @method(since="1.0")
     def list_volumes(self, context: dict) -> list[Volume]:
-        with self.engine.connect() as conn:
-            return [Volume.from_row(r) for r in conn.execute(sa.select(volumes))]
+        with self.engine.begin() as conn:
+            return self._read(conn)
 
     @method(since="1.0", args={"mode": "1.1"})
     def attach_volume(
@@ -199,7 +193,7 @@ class VolumeManager(Endpoint):
         values = {
             column: changes[field]
             for field, column in (
-                ("name", "display_name"),
+                ("name", "name"),
                 ("size", "size"),
                 ("description", "description"),
             )
@@ -229,14 +223,19 @@ class VolumeManager(Endpoint):
             conn.execute(volumes.delete().where(volumes.c.id == volume_id))
 
 
-def exercise(client: Any, context: dict, rng: random.Random) -> int:
-    """One round of every method, as a beta API node would; returns calls."""
+def exercise(client: Any, context: dict, rng: random.Random, ledger: Ledger) -> int:
+    """One round of every method, as a beta API node would; returns calls.
+
+    Half the volumes are kept, so the rows written by this release can be
+    checked once the upgrade is over.
+    """
     name, size = f"vol-{rng.randrange(10**6)}", rng.randrange(1, 100)
     peers_are_beta = client.can_send("extend_volume")
     volume = client.call(
         context, "create_volume", name=name, size=size, description="from beta"
     )
     expect(volume.name == name and volume.size == size, "create_volume", volume)
+    ledger.wrote(volume.id, name=name, size=size)
     got = client.call(context, "get_volume", volume_id=volume.id)
     expect(got.id == volume.id, "get_volume", got)
     if peers_are_beta:
@@ -250,14 +249,22 @@ def exercise(client: Any, context: dict, rng: random.Random) -> int:
         mode="ro",
     )
     expect(attached.attachment.host == "h2", "attach_volume", attached)
+    ledger.writing(volume.id)
     extended = client.call(
         context, "extend_volume", volume_id=volume.id, new_size=size + 1
     )
     expect(extended.size == size + 1, "extend_volume", extended)
+    ledger.wrote(volume.id, name=name, size=size + 1)
     extended.name = name + "-renamed"
+    ledger.writing(volume.id)
     updated = client.call(context, "update_volume", volume=extended)
     expect(updated.name == name + "-renamed", "update_volume", updated)
+    ledger.wrote(volume.id, name=name + "-renamed", size=size + 1)
     listed = client.call(context, "list_volumes")
     expect(any(v.id == volume.id for v in listed), "list_volumes", volume.id)
+    if rng.random() < 0.5:
+        return 6
+    ledger.writing(volume.id)
     client.call(context, "delete_volume", volume_id=volume.id)
+    ledger.deleted(volume.id)
     return 7

@@ -1,7 +1,7 @@
 """``rpccompat-demo``: a whole rolling upgrade of the sample service, under load.
 
-Exit codes: 0 the upgrade lost no call and the pins ended at beta; 1 it did
-not; 2 bad arguments.
+Exit codes: 0 the upgrade lost no call and no row, every row was right and
+the pins ended at beta; 1 it did not; 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -81,14 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = upgrade.run()
     final = result["pins"][-1]["pins"]["volume"]["release"]
-    ok = result["failed_calls"] == 0 and final == "beta"
+    ok = (
+        result["failed_calls"] == 0
+        and result["lost_rows"] == 0
+        and result["wrong_rows"] == 0
+        and final == "beta"
+    )
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"done in {result['elapsed_seconds']}s: {result['calls']} calls, "
-            f"{result['failed_calls']} failed; pins lifted "
-            f"{result['pin_lift_seconds']}s after the last alpha volume node stopped"
+            f"{result['failed_calls']} failed; {result['rows_checked']} rows "
+            f"checked, {result['lost_rows']} lost, {result['wrong_rows']} wrong; "
+            f"pins lifted {result['pin_lift_seconds']}s after the last alpha "
+            "volume node stopped"
         )
         for failure in result["failures"]:
             print(f"   failure: {failure}")

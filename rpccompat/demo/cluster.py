@@ -2,10 +2,13 @@
 
 Nodes run in this process (threads; each knows only its own release) or, with
 ``processes=True``, one OS process per node.  The steps are an operator's:
-start the cluster at alpha, expand the schema, replace the volume nodes one
-host at a time (graceful stop, start beta on the same host), then the API
-nodes.  After each step it records the pins a beta client sees and who holds
-them, and the calls made and failed so far.
+start the cluster at alpha, expand the database, replace the first volume
+node (graceful stop, start beta on the same host), run the data migrations
+while both releases serve, replace the other volume nodes and the API nodes,
+and contract once no alpha node is left (contract is tried once before, to
+show the gate refusing it).  After each step it records the pins a beta
+client sees and who holds them, and the calls made and failed so far; at the
+end every row the clients wrote is checked against what they recorded.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+
 from rpccompat import engine as dbengine
-from rpccompat.demo import alpha, beta
+from rpccompat.db import Throttle
+from rpccompat.demo import beta, schema
 from rpccompat.demo.node import API, VOLUME, Node, Settings, make_conf
+from rpccompat.exceptions import ContractRefused
 from rpccompat.pins import Pin, Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
@@ -80,6 +87,29 @@ def pins_view(pins: dict[str, Pin]) -> dict[str, Any]:
     }
 
 
+def check_rows(
+    engine: sa.Engine, ledgers: list[dict[str, dict[str, Any] | None]]
+) -> dict[str, int]:
+    """Every row the clients are sure of, as beta reads it after contract.
+
+    A row that must exist but does not is lost; one that differs, or that
+    was deleted but is still there, is wrong.
+    """
+    expected = {k: v for ledger in ledgers for k, v in ledger.items()}
+    table = beta.volumes
+    found: dict[str, Any] = {}
+    with engine.connect() as conn:
+        ids = list(expected)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            query = sa.select(table.c.id, table.c.name, table.c.size)
+            for row in conn.execute(query.where(table.c.id.in_(chunk))):
+                found[row.id] = {"name": row.name, "size": row.size}
+    lost = sum(1 for k, v in expected.items() if v is not None and k not in found)
+    wrong = sum(1 for k, v in expected.items() if k in found and found[k] != v)
+    return {"rows_checked": len(expected), "lost_rows": lost, "wrong_rows": wrong}
+
+
 class RollingUpgrade:
     """Runs the upgrade; ``report(step)`` is called after every step."""
 
@@ -103,9 +133,9 @@ class RollingUpgrade:
 
     def run(self) -> dict[str, Any]:
         engine = dbengine.create_engine(self.settings.db_url)
+        self.database = schema.install_alpha(engine)
+        self.database.service_down_time = self.settings.service_down_time
         self.registry = ServiceRegistry(engine)
-        self.registry.create_schema()
-        alpha.metadata.create_all(engine)
         conf = make_conf(self.settings, "demo-observer")
         transport = make_transport(conf)
         # What a beta client sees: the pins that must lift by themselves.
@@ -134,20 +164,24 @@ class RollingUpgrade:
         api_alpha = self._start_api("alpha", "api-1")
         self._start_api("beta", "api-2")
         self._step("cluster at alpha, clients of both releases calling")
-        beta.expand_schema(engine)
-        self._step("db expand: beta columns added")
+        self.database.expand()
+        self._step("db expand: name, description, attach_mode added; sync triggers")
         pin_lift_seconds = None
-        for host in list(volumes):
+        for number, host in enumerate(list(volumes)):
             volumes[host].stop()
             stopped_at = time.monotonic()
             volumes[host] = self._start("beta", VOLUME, host)
             if host == list(volumes)[-1]:
                 pin_lift_seconds = self._wait_for_release("beta", stopped_at)
             self._step(f"{VOLUME}@{host} upgraded to beta")
+            if number == 0:
+                self._migrate_and_try_contract()
         self.stats.append(api_alpha.stop())
         self._api_nodes.remove(api_alpha)
         self._start_api("beta", "api-1")
         self._step("api@api-1 upgraded to beta")
+        self.database.contract()
+        self._step("db contract: display_name and its triggers dropped")
         for node in self._api_nodes:
             self.stats.append(node.stop())
         for node in volumes.values():
@@ -156,9 +190,25 @@ class RollingUpgrade:
             "calls": sum(s.get("calls", 0) for s in self.stats),
             "failed_calls": sum(s.get("failed_calls", 0) for s in self.stats),
             "failures": [f for s in self.stats for f in s.get("failures", [])],
+            **check_rows(engine, [s.get("rows", {}) for s in self.stats]),
             "pin_lift_seconds": pin_lift_seconds,
             "pins": self.steps,
         }
+
+    def _migrate_and_try_contract(self) -> None:
+        """Backfill while both releases serve; contract must still be refused."""
+        totals = self.database.migrate(throttle=Throttle(batch_size=500))
+        converted = sum(t.done for t in totals)
+        self._step(f"db migrate: {converted} rows converted while both releases serve")
+        try:
+            self.database.contract()
+        except ContractRefused as refused:
+            blockers = len(refused.blockers)
+            self._step(
+                f"db contract refused, {blockers} blocker(s): {refused.blockers[0]}"
+            )
+        else:
+            raise AssertionError("contract was allowed while alpha nodes still run")
 
     def _start(self, release: str, binary: str, host: str) -> Any:
         node = self.node_class(

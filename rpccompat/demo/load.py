@@ -52,19 +52,53 @@ class CountingClient:
             }
 
 
+class Ledger:
+    """What each volume a client wrote must look like at the end.
+
+    A write is recorded only once its call returned; while a write is in
+    flight the row is marked unsure (a call that failed may or may not have
+    happened), and unsure rows are left out of the final check.
+    """
+
+    UNSURE = "unsure"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, Any] = {}
+
+    def writing(self, volume_id: str) -> None:
+        self._set(volume_id, self.UNSURE)
+
+    def wrote(self, volume_id: str, **values: Any) -> None:
+        self._set(volume_id, values)
+
+    def deleted(self, volume_id: str) -> None:
+        self._set(volume_id, None)
+
+    def _set(self, volume_id: str, value: Any) -> None:
+        with self._lock:
+            self._rows[volume_id] = value
+
+    def expected(self) -> dict[str, dict[str, Any] | None]:
+        """Each sure row's values, or None for a row that must be gone."""
+        with self._lock:
+            return {k: v for k, v in self._rows.items() if v != self.UNSURE}
+
+
 class Load:
-    """Threads calling ``exercise(client, context, rng)`` until stopped."""
+    """Threads calling ``exercise(client, context, rng, ledger)`` until stopped."""
 
     def __init__(
         self,
         client: Any,
-        exercise: Callable[[Any, dict, random.Random], None],
+        exercise: Callable[[Any, dict, random.Random, Ledger], int],
         *,
         threads: int = 2,
         seed: int = 0,
         max_calls: int | None = None,
     ) -> None:
         self.client = CountingClient(client)
+        self.ledger = Ledger()
         self._exercise = exercise
         self._stop = threading.Event()
         self._max_calls = max_calls
@@ -83,7 +117,8 @@ class Load:
             if self._max_calls is not None and self.client.calls >= self._max_calls:
                 return
             try:
-                self._exercise(self.client, {"request_id": f"req-{seed}"}, rng)
+                context = {"request_id": f"req-{seed}"}
+                self._exercise(self.client, context, rng, self.ledger)
             except AssertionError as e:
                 self.client.record_failure(str(e))
             except Exception:
@@ -98,4 +133,4 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join()
-        return self.client.stats()
+        return {**self.client.stats(), "rows": self.ledger.expected()}

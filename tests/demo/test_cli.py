@@ -8,10 +8,7 @@ import sys
 
 import pytest
 
-from rpccompat.demo import alpha, beta
-from rpccompat.engine import create_engine
-from rpccompat.registry import ServiceRegistry
-from tests.conftest import spawn_node
+from tests.conftest import mixed_period_database, spawn_node
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,6 +26,16 @@ def test_demo_on_embedded_defaults_loses_no_call_and_lifts_pins():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["failed_calls"] == 0, report["failures"]
     assert report["calls"] > 100
+    assert report["rows_checked"] > 50
+    assert (report["lost_rows"], report["wrong_rows"]) == (0, 0)
+    steps = [step["step"] for step in report["pins"]]
+    refused = next(
+        i for i, s in enumerate(steps) if s.startswith("db contract refused")
+    )
+    contracted = next(i for i, s in enumerate(steps) if s.startswith("db contract:"))
+    expanded = next(i for i, s in enumerate(steps) if s.startswith("db expand"))
+    first_beta = next(i for i, s in enumerate(steps) if "upgraded to beta" in s)
+    assert expanded < first_beta < refused < contracted == len(steps) - 1
     releases = [step["pins"]["volume"]["release"] for step in report["pins"]]
     assert releases[0] == "alpha" and releases[-1] == "beta"
     assert report["pins"][0]["pins"]["volume"]["holders"] == [
@@ -50,11 +57,7 @@ def test_mixed_cluster_of_processes_serves_1000_calls_without_failure(
     request, rabbit_url, backend
 ):
     db_url = request.getfixturevalue(f"{backend}_url")
-    engine = create_engine(db_url)
-    ServiceRegistry(engine).create_schema()
-    alpha.metadata.create_all(engine)
-    beta.expand_schema(engine)
-    engine.dispose()
+    mixed_period_database(db_url).dispose()
     servers = [
         spawn_node(db_url, rabbit_url, "alpha", "volume", "old"),
         spawn_node(db_url, rabbit_url, "beta", "volume", "new"),

@@ -1,0 +1,47 @@
+"""The sample service's database: its migration tree, sync and backfill.
+
+From alpha to beta the ``volumes`` table renames ``display_name`` to
+``name`` (kept in sync by triggers while both releases write, backfilled by a
+data migration, the old column dropped at contract) and gains
+``description`` and ``attach_mode``.  Both releases' code reads this module:
+it is the tree the newest release ships, and the revision scripts in
+``migrations/`` import the one declaration of the rename from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from rpccompat.db import (
+    FRAMEWORK,
+    Backfill,
+    Database,
+    DataMigrations,
+    MigrationTree,
+)
+from rpccompat.demo import beta
+
+NAME_SYNC = beta.NAME_SYNC
+
+DATA_MIGRATIONS = DataMigrations()
+DATA_MIGRATIONS.add("beta", Backfill(NAME_SYNC))
+
+TREE = MigrationTree(
+    "volumes",
+    Path(__file__).parent / "migrations",
+    history=beta.HISTORY,
+    data_migrations=DATA_MIGRATIONS,
+    version_table="volumes_alembic_version",
+)
+ALPHA_SCHEMA = "alpha_contract"  # the whole of alpha's schema
+
+
+def install_alpha(engine: sa.Engine) -> Database:
+    """A database as alpha left it: where the demo's upgrade starts."""
+    database = Database(engine, [TREE])
+    with engine.connect() as conn:
+        FRAMEWORK.upgrade(conn, "heads")
+        TREE.upgrade(conn, ALPHA_SCHEMA)
+    return database
