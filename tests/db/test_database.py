@@ -1,0 +1,318 @@
+"""Expand, migrate, contract and the gate, on SQLite, MariaDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from rpccompat import engine as dbengine
+from rpccompat.db import Check, Database, Throttle
+from rpccompat.db import data as datamod
+from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
+from rpccompat.demo import alpha, beta, schema
+from rpccompat.exceptions import ContractRefused
+from rpccompat.registry import Base, ServiceRegistry
+
+
+@pytest.fixture
+def engine(db_url):
+    made = dbengine.create_engine(db_url)
+    yield made
+    made.dispose()
+
+
+def report(registry: ServiceRegistry, host: str, release: str) -> None:
+    registry.report(
+        host=host,
+        binary="volume",
+        release=release,
+        rpc_version=beta.HISTORY.rpc_version("volume", release),
+        objects_version=beta.HISTORY.release(release).objects_version,
+    )
+
+
+def add_alpha_rows(engine: sa.Engine, count: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            alpha.volumes.insert(),
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "display_name": f"v{i}",
+                    "size": i,
+                    "status": "ok",
+                }
+                for i in range(count)
+            ],
+        )
+
+
+def refusal(database: Database) -> str:
+    with pytest.raises(ContractRefused) as refused:
+        database.contract()
+    return str(refused.value)
+
+
+def test_contract_is_refused_in_each_unsafe_state_until_cleared(engine):
+    database = schema.install_alpha(engine)
+    registry = ServiceRegistry(engine)
+    report(registry, "node-1", "alpha")
+    report(registry, "node-2", "alpha")
+    registry.mark_stopped("volume", "node-2")
+    add_alpha_rows(engine, 20)
+    assert database.status().code == Check.EXPAND_NEEDED == 3
+    assert "expand head beta_expand is not applied" in refusal(database)
+    assert "rpccompat-manage db expand" in refusal(database)
+
+    database.expand()
+    assert database.status().code == Check.MIGRATIONS_PENDING == 4
+    message = refusal(database)
+    assert "volumes/backfill_volumes_name_sync has rows left" in message
+    assert "rpccompat-manage db migrate" in message
+
+    database.migrate()
+    status = database.status()
+    assert status.code == Check.CONTRACT_BLOCKED == 6
+    blocked = [b.reason for b in status.blockers]
+    assert any(r.startswith("volume@node-1 runs alpha (up)") for r in blocked)
+    assert any(r.startswith("volume@node-2 runs alpha (stopped)") for r in blocked)
+
+    report(registry, "node-1", "beta")  # node-1 upgraded; node-2 never came back
+    message = refusal(database)
+    assert "node-1" not in message
+    assert "rpccompat-manage service remove volume node-2" in message
+
+    registry.remove("volume", "node-2")
+    assert database.status().code == Check.CONTRACT_NEEDED == 5
+    database.contract()
+    status = database.status()
+    assert status.code == Check.UP_TO_DATE == 0 and status.phase is None
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("volumes")}
+    assert "display_name" not in columns and "name" in columns
+
+
+def test_versions_are_composite_and_phases_follow_the_steps(engine):
+    database = schema.install_alpha(engine)
+    volumes = database.versions()[1]
+    assert (volumes.tree, volumes.expand, volumes.contract) == (
+        "volumes",
+        "alpha_expand",
+        "alpha_contract",
+    )
+    assert volumes.composite == "(alpha_expand, alpha_contract)"
+    assert database.status().phase == "E"
+    database.expand()
+    assert database.versions()[1].expand == "beta_expand"
+    assert database.status().phase == "M"
+    database.migrate()
+    assert database.status().phase == "C"
+
+
+def test_online_data_migrations_of_every_release_count(engine):
+    """A migration of an older release left pending still blocks contract."""
+    migrations = datamod.DataMigrations()
+    migrations.add("beta", datamod.Backfill(beta.NAME_SYNC))
+    migrations.add("alpha", lambda context, count: (0, 0), name="alpha_cleanup")
+    schema.install_alpha(engine)
+    add_alpha_rows(engine, 30)  # before expand: the triggers do not see them
+    tree = dataclasses.replace(schema.TREE, data_migrations=migrations)
+    database = Database(engine, [tree])
+    database.expand()
+    assert database.pending_migrations() == [
+        "volumes/alpha_cleanup",
+        "volumes/backfill_volumes_name_sync",
+    ]
+    totals = database.migrate(max_count=10)
+    assert [(t.name, t.complete) for t in totals] == [
+        ("alpha_cleanup", True),
+        ("backfill_volumes_name_sync", False),
+    ]
+    assert totals[1].done == 10
+    assert datamod.exit_code(totals) == datamod.MORE_TO_DO
+    assert database.status().code == Check.MIGRATIONS_PENDING
+    totals = database.migrate()
+    assert datamod.exit_code(totals) == datamod.DONE
+    assert database.pending_migrations() == []
+
+
+def test_offline_sync_installs_everything_without_triggers(engine):
+    database = Database(engine, [schema.TREE])
+    database.sync()
+    assert database.status().code == Check.UP_TO_DATE
+    # A write of the old shape is not possible any more, and none is copied.
+    with engine.begin() as conn:
+        conn.execute(beta.volumes.insert().values(id="x", name="n", size=1, status="s"))
+        assert conn.execute(sa.select(beta.volumes.c.name)).scalar() == "n"
+    assert trigger_names(engine) == set()
+
+
+def test_offline_sync_is_refused_while_an_old_service_is_up(engine):
+    database = schema.install_alpha(engine)
+    report(ServiceRegistry(engine), "node-1", "alpha")
+    with pytest.raises(ContractRefused, match="volume@node-1 runs alpha"):
+        database.sync()
+
+
+def trigger_names(engine: sa.Engine) -> set[str]:
+    query = {
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+        "mysql": "SELECT trigger_name FROM information_schema.triggers "
+        "WHERE trigger_schema = DATABASE()",
+        "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal",
+    }[engine.dialect.name]
+    with engine.connect() as conn:
+        return set(conn.exec_driver_sql(query).scalars())
+
+
+def test_expand_installs_the_sync_triggers_and_contract_drops_them(engine):
+    database = schema.install_alpha(engine)
+    database.expand()
+    assert trigger_names(engine)
+    assert all(name.startswith("volumes_name_sync") for name in trigger_names(engine))
+    database.migrate()
+    database.contract()
+    assert trigger_names(engine) == set()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_framework_schema_matches_the_models(request, backend):
+    """(MySQL reflects a unique constraint as a unique index: Alembic then
+    reports a difference that is none.)"""
+    engine = dbengine.create_engine(request.getfixturevalue(f"{backend}_url"))
+    Database(engine).expand()
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn)
+        diff = compare_metadata(context, Base.metadata)
+        diff += compare_metadata(context, datamod.metadata)
+    engine.dispose()
+    assert [d for d in diff if d[0] != "remove_table"] == []
+
+
+def test_trigger_refusal_names_the_fix():
+    assert trigger_refusal(False, False, False, "u@%") is None
+    assert trigger_refusal(True, True, False, "u@%") is None
+    assert trigger_refusal(True, False, True, "u@%") is None
+    message = trigger_refusal(True, False, False, "nova@%")
+    assert "nova@%" in message and "log_bin_trust_function_creators=1" in message
+
+
+def test_trigger_privileges_are_read_from_the_server(mysql_url):
+    engine = dbengine.create_engine(mysql_url)
+    with engine.connect() as conn:
+        log_bin = conn.exec_driver_sql("SELECT @@log_bin").scalar()
+        # root may create triggers whatever the binary log says.
+        assert mysql_trigger_refusal(conn) is None, log_bin
+    engine.dispose()
+
+
+# -- concurrent writers of both shapes through expand, migrate, contract -------
+
+
+class Writer(threading.Thread):
+    """Inserts, renames and deletes its own rows in one release's shape."""
+
+    def __init__(self, engine: sa.Engine, release: str, owned: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.release = engine, release
+        self.table = alpha.volumes if release == "alpha" else beta.volumes
+        self.name_column = "display_name" if release == "alpha" else "name"
+        self.expected: dict[str, str | None] = dict.fromkeys(owned, "")
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.writes = 0
+        self.rng = random.Random(release)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.write_once()
+                self.writes += 1
+            except Exception as e:  # the test fails on any
+                self.errors.append(f"{self.release}: {type(e).__name__}: {e}")
+                return
+            time.sleep(0.002)
+
+    def write_once(self) -> None:
+        live = [k for k, v in self.expected.items() if v is not None]
+        action = self.rng.random()
+        with self.engine.begin() as conn:
+            if action < 0.4 or not live:
+                key, name = str(uuid.uuid4()), f"{self.release}-new-{self.writes}"
+                conn.execute(
+                    self.table.insert().values(
+                        id=key, size=1, status="ok", **{self.name_column: name}
+                    )
+                )
+            elif action < 0.85:
+                key, name = self.rng.choice(live), f"{self.release}-ren-{self.writes}"
+                conn.execute(
+                    self.table.update()
+                    .where(self.table.c.id == key)
+                    .values(**{self.name_column: name})
+                )
+            else:
+                key, name = self.rng.choice(live), None
+                conn.execute(self.table.delete().where(self.table.c.id == key))
+        self.expected[key] = name
+
+
+def seeded(engine: sa.Engine, count: int) -> list[str]:
+    add_alpha_rows(engine, count)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(alpha.volumes.c.id, alpha.volumes.c.display_name))
+        return [row.id for row in rows]
+
+
+def test_writers_of_both_releases_lose_and_mismatch_nothing_through_e_m_c(engine):
+    database = schema.install_alpha(engine)
+    keys = seeded(engine, 400)
+    with engine.connect() as conn:
+        names = dict(
+            conn.execute(
+                sa.select(alpha.volumes.c.id, alpha.volumes.c.display_name)
+            ).all()
+        )
+    old = [Writer(engine, "alpha", keys[:200])]
+    new = [Writer(engine, "beta", keys[200:])]
+    for writer in old + new:
+        writer.expected = {k: names[k] for k in writer.expected}
+    old[0].start()
+    time.sleep(0.3)
+    database.expand()  # while alpha writes
+    new[0].start()
+    time.sleep(0.3)
+    totals = database.migrate(throttle=Throttle(batch_size=50))  # both write
+    assert datamod.exit_code(totals) == datamod.DONE
+    time.sleep(0.3)
+    old[0].stop.set()
+    old[0].join()
+    with engine.connect() as conn:
+        differing = conn.exec_driver_sql(
+            "SELECT count(*) FROM volumes WHERE name IS NULL OR display_name IS NULL "
+            "OR name <> display_name"
+        ).scalar()
+    assert differing == 0  # both shapes agree on every row before contract
+    database.contract()  # while beta writes
+    time.sleep(0.3)
+    new[0].stop.set()
+    new[0].join()
+
+    assert [e for w in old + new for e in w.errors] == []
+    assert all(w.writes > 20 for w in old + new), [w.writes for w in old + new]
+    with engine.connect() as conn:
+        stored = dict(
+            conn.execute(sa.select(beta.volumes.c.id, beta.volumes.c.name)).all()
+        )
+    expected = {k: v for w in old + new for k, v in w.expected.items()}
+    lost = [k for k, v in expected.items() if v is not None and k not in stored]
+    wrong = [k for k, v in expected.items() if k in stored and stored[k] != v]
+    assert lost == [] and wrong == []
+    assert len(expected) > 400
