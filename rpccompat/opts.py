@@ -41,6 +41,13 @@ database_opts = [
         secret=True,
         help="SQLAlchemy URL of the database holding the services table.",
     ),
+    cfg.ListOpt(
+        "migration_trees",
+        default=[],
+        help="The service's migration trees, each an entry point name of group "
+        "rpccompat.migration_trees or module:attribute; expand, migrate and "
+        "contract run rpccompat's own tree first, then these.",
+    ),
 ]
 
 
