@@ -283,12 +283,19 @@ def run(
 DONE, MORE_TO_DO, ERRORS, BAD_INPUT = 0, 1, 2, 127
 
 
-def exit_code(results: list[Totals]) -> int:
-    """0 all done; 1 progress made, more to do; 2 errors and no progress."""
-    if all(t.complete and t.error is None for t in results):
-        return DONE
-    if any(t.error for t in results) and not any(t.done or t.found for t in results):
+def exit_code(results: list[Totals], *, limited: bool = False) -> int:
+    """0 all done; 1 progress made, more to do; 2 errors.
+
+    As in nova-manage and cinder-manage: a run without a limit that met an
+    error ends in 2 even if other migrations progressed; with ``--max-count``
+    (``limited``) an error next to progress is 1, since running again helps.
+    """
+    errors = any(t.error for t in results)
+    progressed = any(t.done or t.found for t in results)
+    if errors and (not limited or not progressed):
         return ERRORS
+    if all(t.complete for t in results):
+        return DONE
     return MORE_TO_DO
 
 

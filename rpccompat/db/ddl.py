@@ -59,8 +59,9 @@ def run_ddl(
     On PostgreSQL the statements share a savepoint and are retried as one,
     so a timed-out attempt leaves the revision's transaction usable.  MySQL
     and MariaDB commit each DDL statement on its own, so each is retried on
-    its own; they take ``lock_wait_timeout`` in whole seconds, and below one
-    second do not wait at all and rely on the retries.
+    its own, with a budget of its own; they take ``lock_wait_timeout`` in
+    whole seconds, and below one second do not wait at all and rely on the
+    retries.
     """
     if conn.dialect.name == "postgresql":
         return _retried(conn, statements, lock_timeout, budget)
@@ -83,7 +84,7 @@ def _retried(
             if time.monotonic() + delay > deadline:
                 raise LockNotGranted(
                     f"{statements[0][:80]!r}: lock not granted in {attempt} "
-                    f"attempts over {budget:.0f}s; a long transaction holds the "
+                    f"attempts over {budget:g}s; a long transaction holds the "
                     "table (see pg_stat_activity / SHOW PROCESSLIST); end it or "
                     "run again later"
                 ) from e
@@ -257,7 +258,10 @@ def add_foreign_key(
     dialect = _dialect()
     if dialect == "postgresql":
         execute(f"{constraint} NOT VALID")
-        op.execute(f"ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(name)}")
+        # In a transaction of its own: ADD CONSTRAINT's lock must be gone
+        # before the scan, which itself lets writers through.
+        with op.get_context().autocommit_block():
+            op.execute(f"ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(name)}")
     elif dialect == "mysql":
         op.execute("SET SESSION foreign_key_checks = 0")
         try:

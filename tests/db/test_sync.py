@@ -1,0 +1,222 @@
+"""Sync triggers keep the old and the new shape of a column equal, on each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from rpccompat import engine as dbengine
+from rpccompat.db import ColumnSync
+from rpccompat.demo import schema
+
+SYNC = schema.NAME_SYNC
+BEFORE_EXPAND = ["alpha-0", "alpha-1", "alpha-2"]  # written before any trigger
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    made = dbengine.create_engine(db_url)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def volumes(engine: sa.Engine) -> sa.Engine:
+    """The demo database after beta's expand, with three rows alpha wrote."""
+    database = schema.install_alpha(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO volumes (id, display_name, size, status) "
+                "VALUES (:id, :id, 1, 'available')"
+            ),
+            [{"id": i} for i in BEFORE_EXPAND],
+        )
+    database.expand()
+    return engine
+
+
+def write(engine: sa.Engine, statement: str, **params: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+
+
+def volume(engine: sa.Engine, key: str) -> tuple[str | None, str | None]:
+    """(display_name, name) of one volume."""
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text("SELECT display_name, name FROM volumes WHERE id = :id"),
+                {"id": key},
+            ).one()
+        )
+
+
+def insert_alpha(engine: sa.Engine, key: str, display_name: str | None) -> None:
+    write(
+        engine,
+        "INSERT INTO volumes (id, display_name, size, status) "
+        "VALUES (:id, :display_name, 1, 'available')",
+        id=key,
+        display_name=display_name,
+    )
+
+
+def insert_beta(engine: sa.Engine, key: str, name: str | None) -> None:
+    write(
+        engine,
+        "INSERT INTO volumes (id, name, size, status) "
+        "VALUES (:id, :name, 1, 'available')",
+        id=key,
+        name=name,
+    )
+
+
+def test_alpha_shaped_insert_fills_name(volumes):
+    insert_alpha(volumes, "v1", "written by alpha")
+    assert volume(volumes, "v1") == ("written by alpha", "written by alpha")
+
+
+def test_beta_shaped_insert_fills_display_name(volumes):
+    insert_beta(volumes, "v1", "written by beta")
+    assert volume(volumes, "v1") == ("written by beta", "written by beta")
+
+
+def test_update_of_display_name_updates_name(volumes):
+    insert_alpha(volumes, "v1", "first")
+    write(volumes, "UPDATE volumes SET display_name = 'renamed' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("renamed", "renamed")
+
+
+def test_update_of_name_updates_display_name(volumes):
+    insert_beta(volumes, "v1", "first")
+    write(volumes, "UPDATE volumes SET name = 'renamed' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("renamed", "renamed")
+
+
+def test_update_of_an_unrelated_column_changes_neither_side(volumes):
+    # Both sides written, and different: no trigger picks a side on insert.
+    write(
+        volumes,
+        "INSERT INTO volumes (id, display_name, name, size, status) "
+        "VALUES ('v1', 'old side', 'new side', 1, 'available')",
+    )
+    assert volume(volumes, "v1") == ("old side", "new side")
+    write(volumes, "UPDATE volumes SET status = 'in-use' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("old side", "new side")
+    # Both sides changed by one statement: that statement knows best.
+    write(volumes, "UPDATE volumes SET display_name = 'a', name = 'b' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("a", "b")
+
+
+def test_null_is_copied_both_ways_and_so_is_a_value_replacing_it(volumes):
+    """The comparisons are null-safe: ``<>`` would miss every change to or
+    from NULL."""
+    insert_alpha(volumes, "v1", "first")
+    write(volumes, "UPDATE volumes SET display_name = NULL WHERE id = 'v1'")
+    assert volume(volumes, "v1") == (None, None)
+    write(volumes, "UPDATE volumes SET display_name = 'back' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("back", "back")
+    write(volumes, "UPDATE volumes SET name = NULL WHERE id = 'v1'")
+    assert volume(volumes, "v1") == (None, None)
+    write(volumes, "UPDATE volumes SET name = 'again' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("again", "again")
+
+
+def test_migrate_rows_converts_only_the_rows_given(volumes):
+    assert [volume(volumes, k) for k in BEFORE_EXPAND] == [
+        (k, None) for k in BEFORE_EXPAND
+    ]
+    with volumes.begin() as conn:
+        assert SYNC.migrate_rows(conn, ["alpha-0", "alpha-2"]) == 2
+    assert [volume(volumes, k) for k in BEFORE_EXPAND] == [
+        ("alpha-0", "alpha-0"),
+        ("alpha-1", None),
+        ("alpha-2", "alpha-2"),
+    ]
+    with volumes.begin() as conn:
+        assert SYNC.migrate_rows(conn, ["alpha-0", "alpha-2"]) == 0  # done already
+        assert SYNC.migrate_rows(conn, []) == 0
+
+
+def test_drop_triggers_stops_the_copying(volumes):
+    dialect = volumes.dialect.name
+    with volumes.begin() as conn:
+        for statement in SYNC.drop_triggers(dialect):
+            conn.exec_driver_sql(statement)
+    insert_alpha(volumes, "v1", "written by alpha")
+    assert volume(volumes, "v1") == ("written by alpha", None)
+    write(volumes, "UPDATE volumes SET name = 'by beta' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("written by alpha", "by beta")
+
+
+# -- a conversion, not a rename: gigabytes become megabytes ----------------------
+
+SIZES = ColumnSync(
+    "disks",
+    "id",
+    ("size_gb",),
+    ("size_mb",),
+    to_new=lambda c: {"size_mb": c.size_gb * 1024},
+    to_old=lambda c: {"size_gb": c.size_mb / 1024},
+)
+
+
+@pytest.fixture
+def disks(engine: sa.Engine) -> sa.Engine:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE disks (id INT PRIMARY KEY, size_gb INT, size_mb INT, "
+            "label VARCHAR(20))"
+        )
+        for statement in SIZES.create_triggers(engine.dialect.name):
+            conn.exec_driver_sql(statement)
+    return engine
+
+
+def disk(engine: sa.Engine, key: int) -> tuple[int | None, int | None]:
+    """(size_gb, size_mb) of one disk."""
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text("SELECT size_gb, size_mb FROM disks WHERE id = :id"),
+                {"id": key},
+            ).one()
+        )
+
+
+def test_a_converting_sync_computes_each_side_from_the_other(disks):
+    write(disks, "INSERT INTO disks (id, size_gb) VALUES (1, 3)")
+    assert disk(disks, 1) == (3, 3072)
+    write(disks, "INSERT INTO disks (id, size_mb) VALUES (2, 5120)")
+    assert disk(disks, 2) == (5, 5120)
+    write(disks, "UPDATE disks SET size_gb = 4 WHERE id = 1")
+    assert disk(disks, 1) == (4, 4096)
+    write(disks, "UPDATE disks SET size_mb = 2048 WHERE id = 2")
+    assert disk(disks, 2) == (2, 2048)
+    write(disks, "UPDATE disks SET label = 'boot' WHERE id = 2")
+    assert disk(disks, 2) == (2, 2048)
+
+
+def test_a_converting_sync_migrates_rows_written_before_its_triggers(engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE disks (id INT PRIMARY KEY, size_gb INT, size_mb INT, "
+            "label VARCHAR(20))"
+        )
+        conn.exec_driver_sql("INSERT INTO disks (id, size_gb) VALUES (1, 1), (2, 2)")
+        assert SIZES.migrate_rows(conn, [2]) == 1
+    assert [disk(engine, 1), disk(engine, 2)] == [(1, None), (2, 2048)]
+
+
+def test_a_converting_sync_dropped_copies_nothing_more(disks):
+    write(disks, "INSERT INTO disks (id, size_gb) VALUES (1, 3)")
+    with disks.begin() as conn:
+        for statement in SIZES.drop_triggers(disks.dialect.name):
+            conn.exec_driver_sql(statement)
+    write(disks, "UPDATE disks SET size_gb = 4 WHERE id = 1")
+    assert disk(disks, 1) == (4, 3072)
+    write(disks, "INSERT INTO disks (id, size_mb) VALUES (2, 5120)")
+    assert disk(disks, 2) == (None, 5120)
