@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.db import Backfill, ColumnSync, Database, Throttle, data
+from rpccompat.db import Backfill, Database, Throttle, data
 from rpccompat.db.data import DONE, ERRORS, MORE_TO_DO, DataMigration, exit_code
 from rpccompat.demo import schema
+from tests.db import SIZES
 
 BACKFILL = f"{schema.TREE.name}/backfill_{schema.NAME_SYNC.name}"
 
@@ -193,16 +194,6 @@ def test_max_count_does_that_many_rows_and_a_run_again_finishes(engine):
     assert exit_code(third) == DONE
     record = progress(engine, "volumes", f"backfill_{schema.NAME_SYNC.name}")
     assert (record.found, record.done) == (260, 250)
-
-
-SIZES = ColumnSync(
-    "disks",
-    "id",
-    ("size_gb",),
-    ("size_mb",),
-    to_new=lambda c: {"size_mb": c.size_gb * 1024},
-    to_old=lambda c: {"size_gb": c.size_mb / 1024},
-)
 
 
 def broken(context: data.DataContext, max_count: int) -> tuple[int, int]:

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.db import ColumnSync
 from rpccompat.demo import schema
+from tests.db import SIZES
 
 SYNC = schema.NAME_SYNC
 BEFORE_EXPAND = ["alpha-0", "alpha-1", "alpha-2"]  # written before any trigger
@@ -153,15 +153,6 @@ def test_drop_triggers_stops_the_copying(volumes):
 
 
 # -- a conversion, not a rename: gigabytes become megabytes ----------------------
-
-SIZES = ColumnSync(
-    "disks",
-    "id",
-    ("size_gb",),
-    ("size_mb",),
-    to_new=lambda c: {"size_mb": c.size_gb * 1024},
-    to_old=lambda c: {"size_gb": c.size_mb / 1024},
-)
 
 
 @pytest.fixture
