@@ -109,10 +109,12 @@ class Backfill:
     """The data migration of a :class:`ColumnSync`: keyset batches by key.
 
     Each call converts the next ``max_count`` keys after the stored cursor
-    and moves the cursor in the same transaction; rows behind the cursor stay
-    converted because the sync triggers were installed before the first
-    batch.  Unlike ``WHERE new IS NULL LIMIT n`` it never rescans converted
-    rows, so the last batch costs what the first did.
+    and moves the cursor in the same transaction.  The first call notes the
+    highest key: expand installed the sync triggers before migrate starts,
+    so rows written since, whatever their key, are converted already and the
+    backfill ends there instead of chasing new inserts.  Unlike ``WHERE new
+    IS NULL LIMIT n`` it never rescans converted rows, so the last batch
+    costs what the first did.
     """
 
     def __init__(self, sync: ColumnSync) -> None:
@@ -126,19 +128,31 @@ class Backfill:
                 # No gap locks: writers may insert into the batch's key range.
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             with conn.begin():
-                cursor = context.cursor(conn)
-                after = key > cursor if cursor is not None else sa.true()
-                window = sa.select(key).where(after).order_by(key).limit(max_count)
-                window = window.subquery()
+                state = context.cursor(conn) or {}
+                if "until" not in state:
+                    # Rows written from now on pass through the triggers:
+                    # only keys up to today's highest can need converting.
+                    state["until"] = conn.execute(sa.select(sa.func.max(key))).scalar()
+                if state["until"] is None:
+                    return 0, 0
+                span = [key <= state["until"]]
+                if state.get("after") is not None:
+                    span.append(key > state["after"])
+                window = (
+                    sa.select(key)
+                    .where(*span)
+                    .order_by(key)
+                    .limit(max_count)
+                    .subquery()
+                )
                 found, last = conn.execute(
                     sa.select(sa.func.count(), sa.func.max(window.c[self.sync.key]))
                 ).one()
                 if not found:
                     return 0, 0
-                done = conn.execute(
-                    self.sync.convert(sa.and_(after, key <= last))
-                ).rowcount
-                context.save_cursor(conn, last)
+                span[0] = key <= last
+                done = conn.execute(self.sync.convert(sa.and_(*span))).rowcount
+                context.save_cursor(conn, {"after": last, "until": state["until"]})
                 return found, done
 
 
