@@ -10,6 +10,7 @@ project upgrade independently in one database.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import io
 import re
@@ -60,14 +61,16 @@ class MigrationTree:
         config.attributes.update(version_table=self.version_table, **attributes)
         return config
 
+    @functools.cached_property
     def script(self) -> ScriptDirectory:
+        """The revision scripts, read once: status and the gate ask often."""
         return ScriptDirectory.from_config(self.config())
 
     def revisions(self, branch: str) -> list[Script]:
         """The revisions of one branch, oldest first."""
         return [
             r
-            for r in reversed(list(self.script().walk_revisions()))
+            for r in reversed(list(self.script.walk_revisions()))
             if branch in r.branch_labels
         ]
 
@@ -115,7 +118,7 @@ class MigrationTree:
         context = MigrationContext.configure(
             conn, opts={"version_table": self.version_table}
         )
-        script = self.script()
+        script = self.script
         applied: set[str] = set()
         todo = list(context.get_current_heads())
         while todo:

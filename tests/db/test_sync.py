@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.demo import schema
+from rpccompat.demo import beta, schema
 from tests.db import SIZES
 
 SYNC = schema.NAME_SYNC
@@ -211,3 +211,22 @@ def test_a_converting_sync_dropped_copies_nothing_more(disks):
     assert disk(disks, 1) == (4, 3072)
     write(disks, "INSERT INTO disks (id, size_mb) VALUES (2, 5120)")
     assert disk(disks, 2) == (None, 5120)
+
+
+def test_read_converts_rows_not_yet_migrated_then_returns_them(engine):
+    """Migrate on load: new code reads only ``name``, even of old rows."""
+    database = schema.install_alpha(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO volumes (id, display_name, size, status) "
+                "VALUES ('old', 'from alpha', 1, 'available')"
+            )
+        )
+    database.expand()
+    with engine.begin() as conn:
+        query = sa.select(beta.volumes.c.id, beta.volumes.c.name)
+        assert [tuple(r) for r in schema.NAME_SYNC.read(conn, query)] == [
+            ("old", "from alpha")
+        ]
+    assert volume(engine, "old") == ("from alpha", "from alpha")  # written back
