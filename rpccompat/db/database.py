@@ -214,9 +214,14 @@ class Database:
     # -- the steps -------------------------------------------------------------
 
     def expand(self, **settings: Any) -> None:
-        """Apply every tree's expand branch; additive, safe while all serve."""
-        for tree in self.trees:
+        """Apply every tree's expand branch; additive, safe while all serve.
+
+        ``settings`` reach the revision scripts' DDL: ``lock_timeout`` and
+        ``retry_budget`` in seconds (see rpccompat.db.ddl).
+        """
+        for tree in self.trees:  # every refusal before any change
             self._refuse_unsafe_triggers(tree)
+        for tree in self.trees:
             self._upgrade(tree, f"{EXPAND}@head", **settings)
 
     def migrate(

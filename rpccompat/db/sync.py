@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import dialects
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -24,9 +25,7 @@ DIALECTS = ("sqlite", "mysql", "postgresql")
 
 
 def dialect_named(name: str) -> Dialect:
-    from sqlalchemy.dialects import registry
-
-    return registry.load(name)()
+    return dialects.registry.load(name)()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +96,7 @@ class ColumnSync:
         return table.update().where(where, differs).values(values)
 
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
-        """Migrate on load: convert these rows now, before reading them.
-
-        For objects read by new code before the backfill reached their rows
-        (the Nova idea): read the new column; if it is empty, call this and
-        read again.  Returns the number of rows converted.
-        """
+        """Convert these rows now; returns how many needed it (see read)."""
         keys = list(keys)
         if not keys:
             return 0

@@ -198,8 +198,11 @@ class RollingUpgrade:
     def _migrate_and_try_contract(self) -> None:
         """Backfill while both releases serve; contract must still be refused."""
         totals = self.database.migrate(throttle=Throttle(batch_size=500))
-        converted = sum(t.done for t in totals)
-        self._step(f"db migrate: {converted} rows converted while both releases serve")
+        found, done = sum(t.found for t in totals), sum(t.done for t in totals)
+        self._step(
+            f"db migrate while both releases serve: the backfill looked at {found} "
+            f"rows and converted {done}; triggers and reads converted the others"
+        )
         try:
             self.database.contract()
         except ContractRefused as refused:
