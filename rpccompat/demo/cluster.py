@@ -133,8 +133,7 @@ class RollingUpgrade:
 
     def run(self) -> dict[str, Any]:
         engine = dbengine.create_engine(self.settings.db_url)
-        self.database = schema.install_alpha(engine)
-        self.database.service_down_time = self.settings.service_down_time
+        self.database = schema.install_alpha(engine, self.settings.service_down_time)
         self.registry = ServiceRegistry(engine)
         conf = make_conf(self.settings, "demo-observer")
         transport = make_transport(conf)

@@ -38,9 +38,9 @@ TREE = MigrationTree(
 ALPHA_SCHEMA = "alpha_contract"  # the whole of alpha's schema
 
 
-def install_alpha(engine: sa.Engine) -> Database:
+def install_alpha(engine: sa.Engine, service_down_time: float = 60.0) -> Database:
     """A database as alpha left it: where the demo's upgrade starts."""
-    database = Database(engine, [TREE])
+    database = Database(engine, [TREE], service_down_time=service_down_time)
     with engine.connect() as conn:
         FRAMEWORK.upgrade(conn, "heads")
         TREE.upgrade(conn, ALPHA_SCHEMA)
