@@ -178,26 +178,24 @@ class Database:
         services = ServiceRegistry(self.engine).services()
         if offline:
             services = [s for s in services if s.is_up(self.service_down_time)]
-        blockers = []
         with self.engine.connect() as conn:
-            for tree in self.trees:
-                for revision in tree.pending(conn, CONTRACT):
-                    needed = tree.requires_release(revision)
-                    if needed is None or tree.history is None:
-                        continue
-                    for service in services:
-                        reason = self._too_old(tree, service, needed)
-                        if reason:
-                            blockers.append(
-                                Blocker(
-                                    f"{service.name} {reason}; contract "
-                                    f"{revision.revision} needs {needed}",
-                                    f"upgrade it to {needed}, or if it is gone: "
-                                    f"{MANAGE} service remove {service.binary} "
-                                    f"{service.host}",
-                                )
-                            )
-        return blockers
+            needs = [
+                (tree, revision.revision, needed)
+                for tree in self.trees
+                if tree.history is not None
+                for revision in tree.pending(conn, CONTRACT)
+                if (needed := tree.requires_release(revision))
+            ]
+        return [
+            Blocker(
+                f"{service.name} {reason}; contract {revision} needs {needed}",
+                f"upgrade it to {needed}, or if it is gone: "
+                f"{MANAGE} service remove {service.binary} {service.host}",
+            )
+            for tree, revision, needed in needs
+            for service in services
+            if (reason := self._too_old(tree, service, needed))
+        ]
 
     def _too_old(
         self, tree: MigrationTree, service: ServiceInfo, needed: str
