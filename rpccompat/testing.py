@@ -92,15 +92,14 @@ def check_migrations(tree: MigrationTree) -> list[str]:
         tree.check_head_files()
     except MigrationError as e:
         problems.append(str(e))
-    for revision in tree.revisions(CONTRACT):
+    releases = [r.name for r in tree.history.releases] if tree.history else []
+    for revision in tree.revisions(CONTRACT) if tree.history else ():
         needed = tree.requires_release(revision)
-        if tree.history is None:
-            continue
         if needed is None:
             problems.append(
                 f"contract revision {revision.revision} declares no requires_release"
             )
-        elif needed not in [r.name for r in tree.history.releases]:
+        elif needed not in releases:
             problems.append(
                 f"contract revision {revision.revision} requires {needed!r}, "
                 "which the history does not declare"

@@ -41,6 +41,10 @@ progress_table = sa.Table(
 MIN_BATCH, MAX_BATCH = 10, 200_000
 
 
+def _progress_row(tree: str, name: str) -> sa.ColumnElement[bool]:
+    return sa.and_(progress_table.c.tree == tree, progress_table.c.name == name)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataContext:
     """What a migration gets: a connection, and a cursor kept across crashes.
@@ -56,15 +60,12 @@ class DataContext:
     tree: str
     migration: str
 
-    def _row(self) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            progress_table.c.tree == self.tree, progress_table.c.name == self.migration
-        )
-
     def cursor(self) -> Any:
         """Where this migration got to, locked until the batch commits."""
         stored = self.connection.execute(
-            sa.select(progress_table.c.cursor).where(self._row()).with_for_update()
+            sa.select(progress_table.c.cursor)
+            .where(_progress_row(self.tree, self.migration))
+            .with_for_update()
         ).scalar()
         return None if stored is None else json.loads(stored)
 
@@ -72,7 +73,7 @@ class DataContext:
         """Keep ``value`` in the same transaction as the batch it ends."""
         self.connection.execute(
             progress_table.update()
-            .where(self._row())
+            .where(_progress_row(self.tree, self.migration))
             .values(cursor=json.dumps(value), updated_at=utcnow())
         )
 
@@ -108,9 +109,6 @@ class DataMigrations:
 
     def __iter__(self) -> Iterator[DataMigration]:
         return iter(self._items.values())
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Backfill:
@@ -213,9 +211,7 @@ def completed(conn: sa.Connection, tree: str) -> set[str]:
 def _ensure_row(engine: sa.Engine, tree: str, name: str) -> None:
     with engine.begin() as conn:
         exists = conn.execute(
-            sa.select(progress_table.c.name).where(
-                progress_table.c.tree == tree, progress_table.c.name == name
-            )
+            sa.select(progress_table.c.name).where(_progress_row(tree, name))
         ).first()
         if exists is None:
             conn.execute(
@@ -224,13 +220,10 @@ def _ensure_row(engine: sa.Engine, tree: str, name: str) -> None:
 
 
 def _record(engine: sa.Engine, totals: Totals) -> None:
-    row = sa.and_(
-        progress_table.c.tree == totals.tree, progress_table.c.name == totals.name
-    )
     with engine.begin() as conn:
         conn.execute(
             progress_table.update()
-            .where(row)
+            .where(_progress_row(totals.tree, totals.name))
             .values(
                 found=progress_table.c.found + totals.found,
                 done=progress_table.c.done + totals.done,

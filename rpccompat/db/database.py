@@ -175,9 +175,6 @@ class Database:
         return blockers
 
     def _service_blockers(self, offline: bool) -> list[Blocker]:
-        services = ServiceRegistry(self.engine).services()
-        if offline:
-            services = [s for s in services if s.is_up(self.service_down_time)]
         with self.engine.connect() as conn:
             needs = [
                 (tree, revision.revision, needed)
@@ -186,6 +183,11 @@ class Database:
                 for revision in tree.pending(conn, CONTRACT)
                 if (needed := tree.requires_release(revision))
             ]
+        if not needs:  # nothing left to contract: no need to read services
+            return []
+        services = ServiceRegistry(self.engine).services()
+        if offline:
+            services = [s for s in services if s.is_up(self.service_down_time)]
         return [
             Blocker(
                 f"{service.name} {reason}; contract {revision} needs {needed}",
@@ -217,8 +219,7 @@ class Database:
         ``settings`` reach the revision scripts' DDL: ``lock_timeout`` and
         ``retry_budget`` in seconds (see rpccompat.db.ddl).
         """
-        for tree in self.trees:  # every refusal before any change
-            self._refuse_unsafe_triggers(tree)
+        self._refuse_unsafe_triggers()  # before any tree changes
         for tree in self.trees:
             self._upgrade(tree, f"{EXPAND}@head", **settings)
 
@@ -275,15 +276,22 @@ class Database:
         with self.engine.connect() as conn:
             tree.upgrade(conn, target, **settings)
 
-    def _refuse_unsafe_triggers(self, tree: MigrationTree) -> None:
+    def _refuse_unsafe_triggers(self) -> None:
+        """Raise, before expand changes anything, if MySQL/MariaDB would
+        refuse a trigger that a pending expand revision creates."""
         if self.engine.dialect.name != "mysql":
             return
         with self.engine.connect() as conn:
-            pending = tree.pending(conn, EXPAND)
-            refusal = mysql_trigger_refusal(conn) if pending else None
-        if refusal:
-            rendered = tree.render("mysql")
-            if any("CREATE TRIGGER" in rendered.get(r.revision, "") for r in pending):
+            refusal = mysql_trigger_refusal(conn)
+            if refusal is None:
+                return
+            pending = {t.name: t.pending(conn, EXPAND) for t in self.trees}
+        for tree in self.trees:
+            rendered = tree.render("mysql") if pending[tree.name] else {}
+            if any(
+                "CREATE TRIGGER" in rendered.get(r.revision, "")
+                for r in pending[tree.name]
+            ):
                 raise MigrationError(refusal)
 
     @staticmethod

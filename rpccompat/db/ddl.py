@@ -144,7 +144,7 @@ def _settings() -> dict[str, float]:
 
 
 def execute(*statements: str) -> None:
-    """Run DDL statements under the lock timeout, as one retried unit."""
+    """Run DDL statements under the lock timeout, retried as run_ddl says."""
     if context.is_offline_mode():
         for statement in statements:
             op.execute(statement)
@@ -152,8 +152,12 @@ def execute(*statements: str) -> None:
     run_ddl(op.get_bind(), statements, **_settings())
 
 
-def _mysql_online(statement: str) -> None:
-    """``statement`` with INSTANT, else INPLACE without locks, never COPY."""
+def _alter_online(statement: str) -> None:
+    """An ALTER TABLE; on MySQL/MariaDB INSTANT, else INPLACE without locks,
+    never COPY."""
+    if _dialect() != "mysql":
+        execute(statement)
+        return
     instant = f"{statement}, ALGORITHM=INSTANT"
     if context.is_offline_mode():
         op.execute(instant)
@@ -169,19 +173,11 @@ def _mysql_online(statement: str) -> None:
 def add_column(table: str, column: sa.Column) -> None:
     """Add a column; it must be nullable or have a constant default."""
     spec = CreateColumn(column).compile(dialect=op.get_context().dialect)
-    statement = f"ALTER TABLE {_q(table)} ADD COLUMN {spec}"
-    if _dialect() == "mysql":
-        _mysql_online(statement)
-    else:
-        execute(statement)
+    _alter_online(f"ALTER TABLE {_q(table)} ADD COLUMN {spec}")
 
 
 def drop_column(table: str, column: str) -> None:
-    statement = f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}"
-    if _dialect() == "mysql":
-        _mysql_online(statement)
-    else:
-        execute(statement)
+    _alter_online(f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}")
 
 
 def create_index(
@@ -189,27 +185,47 @@ def create_index(
 ) -> None:
     kind = "UNIQUE INDEX" if unique else "INDEX"
     cols = ", ".join(_q(c) for c in columns)
+    _index_ddl(
+        table,
+        mysql_clause=f"ADD {kind} {_q(name)} ({cols})",
+        postgresql=[
+            *_drop_invalid_index(name),
+            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
+            f"ON {_q(table)} ({cols})",
+        ],
+        other=f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})",
+    )
+
+
+def drop_index(name: str, table: str) -> None:
+    _index_ddl(
+        table,
+        mysql_clause=f"DROP INDEX {_q(name)}",
+        postgresql=[f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}"],
+        other=f"DROP INDEX IF EXISTS {_q(name)}",
+    )
+
+
+def _index_ddl(
+    table: str, *, mysql_clause: str, postgresql: Sequence[str], other: str
+) -> None:
+    """One index change: in place without locks on MySQL/MariaDB;
+    CONCURRENTLY, outside the revision's transaction, on PostgreSQL."""
     dialect = _dialect()
     if dialect == "mysql":
-        execute(
-            f"ALTER TABLE {_q(table)} ADD {kind} {_q(name)} ({cols}), "
-            "ALGORITHM=INPLACE, LOCK=NONE"
-        )
+        execute(f"ALTER TABLE {_q(table)} {mysql_clause}, ALGORITHM=INPLACE, LOCK=NONE")
     elif dialect == "postgresql":
         with op.get_context().autocommit_block():
-            _drop_invalid_index(name)
-            op.execute(
-                f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
-                f"ON {_q(table)} ({cols})"
-            )
+            for statement in postgresql:
+                op.execute(statement)
     else:
-        execute(f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})")
+        execute(other)
 
 
-def _drop_invalid_index(name: str) -> None:
-    """A CONCURRENTLY build that failed leaves an invalid index: rebuild it."""
-    if context.is_offline_mode():
-        return
+def _drop_invalid_index(name: str) -> list[str]:
+    """A CONCURRENTLY build that failed leaves an invalid index: drop it first."""
+    if context.is_offline_mode() or _dialect() != "postgresql":
+        return []
     invalid = op.get_bind().execute(
         sa.text(
             "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -217,22 +233,7 @@ def _drop_invalid_index(name: str) -> None:
         ),
         {"name": name},
     )
-    if invalid.first():
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
-
-
-def drop_index(name: str, table: str) -> None:
-    dialect = _dialect()
-    if dialect == "mysql":
-        execute(
-            f"ALTER TABLE {_q(table)} DROP INDEX {_q(name)}, "
-            "ALGORITHM=INPLACE, LOCK=NONE"
-        )
-    elif dialect == "postgresql":
-        with op.get_context().autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
-    else:
-        execute(f"DROP INDEX IF EXISTS {_q(name)}")
+    return [f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}"] if invalid.first() else []
 
 
 def add_foreign_key(
@@ -249,7 +250,7 @@ def add_foreign_key(
     ``foreign_key_checks`` off, which is the only online way, then checked
     here for orphans.  SQLite cannot add one without rebuilding the table.
     """
-    q = _q
+    q = _q  # short: the statement names six identifiers
     constraint = (
         f"ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} FOREIGN KEY "
         f"({', '.join(map(q, columns))}) REFERENCES {q(referent)} "

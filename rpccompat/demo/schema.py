@@ -3,9 +3,9 @@
 From alpha to beta the ``volumes`` table renames ``display_name`` to
 ``name`` (kept in sync by triggers while both releases write, backfilled by a
 data migration, the old column dropped at contract) and gains
-``description`` and ``attach_mode``.  Both releases' code reads this module:
-it is the tree the newest release ships, and the revision scripts in
-``migrations/`` import the one declaration of the rename from here.
+``description`` and ``attach_mode``.  This is the tree the newest release
+ships; the rename is declared once, in ``beta.NAME_SYNC``, and the revision
+scripts in ``migrations/`` import it from there.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from rpccompat.db import (
 )
 from rpccompat.demo import beta
 
-NAME_SYNC = beta.NAME_SYNC
-
 DATA_MIGRATIONS = DataMigrations()
-DATA_MIGRATIONS.add("beta", Backfill(NAME_SYNC))
+DATA_MIGRATIONS.add("beta", Backfill(beta.NAME_SYNC))
 
 TREE = MigrationTree(
     "volumes",

@@ -1,6 +1,24 @@
-"""Shared by the database tests: a sync that converts, not just renames."""
+"""Shared by the database tests: rows alpha wrote, a sync that converts."""
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
 
 from rpccompat.db import ColumnSync
+from rpccompat.demo import alpha
+
+
+def insert_alpha_volumes(engine: sa.Engine, names: Mapping[str, str | None]) -> None:
+    """Volumes as alpha writes them, ``{id: display_name}``: no ``name``."""
+    with engine.begin() as conn:
+        conn.execute(
+            alpha.volumes.insert(),
+            [
+                {"id": k, "display_name": v, "size": 1, "status": "available"}
+                for k, v in names.items()
+            ],
+        )
+
 
 SIZES = ColumnSync(
     "disks",

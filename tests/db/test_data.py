@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -15,10 +14,10 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat.db import Backfill, Database, Throttle, data
 from rpccompat.db.data import DONE, ERRORS, MORE_TO_DO, DataMigration, exit_code
-from rpccompat.demo import schema
-from tests.db import SIZES
+from rpccompat.demo import beta, schema
+from tests.db import SIZES, insert_alpha_volumes
 
-BACKFILL = f"{schema.TREE.name}/backfill_{schema.NAME_SYNC.name}"
+BACKFILL = f"{schema.TREE.name}/backfill_{beta.NAME_SYNC.name}"
 
 
 def key(i: int) -> str:
@@ -28,14 +27,7 @@ def key(i: int) -> str:
 def alpha_volumes(engine: sa.Engine, count: int) -> Database:
     """``count`` volumes written by alpha, then beta's expand: none has a name."""
     database = schema.install_alpha(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO volumes (id, display_name, size, status) "
-                "VALUES (:id, :display_name, 1, 'available')"
-            ),
-            [{"id": key(i), "display_name": f"volume {i}"} for i in range(count)],
-        )
+    insert_alpha_volumes(engine, {key(i): f"volume {i}" for i in range(count)})
     database.expand()
     return database
 
@@ -58,13 +50,6 @@ def progress(engine: sa.Engine, tree: str, name: str):
         return conn.execute(
             sa.select(table).where(table.c.tree == tree, table.c.name == name)
         ).one_or_none()
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    made = dbengine.create_engine(db_url)
-    yield made
-    made.dispose()
 
 
 # -- killed in the middle of a batch ------------------------------------------
@@ -135,7 +120,7 @@ def test_data_migration_killed_mid_batch_and_run_again_gets_every_row_right(
             child.kill()  # SIGKILL: no cleanup of any kind in the child
             assert child.wait(timeout=30) == -9
             # Killed in batch 2: batch 1 and its cursor committed, nothing else.
-            cursor = progress(engine, "volumes", f"backfill_{schema.NAME_SYNC.name}")
+            cursor = progress(engine, "volumes", f"backfill_{beta.NAME_SYNC.name}")
             assert json.loads(cursor.cursor)["after"] == key(BATCH - 1)
             assert cursor.completed_at is None
             assert converted(engine) == BATCH
@@ -169,14 +154,8 @@ def test_the_backfill_ends_at_the_keys_that_existed_when_it_began(engine):
     database = alpha_volumes(engine, 100)
     first = database.migrate(max_count=40, throttle=Throttle(batch_size=40))
     assert first[0].found == 40
-    with engine.begin() as conn:  # alpha keeps writing, above the old keys
-        conn.execute(
-            sa.text(
-                "INSERT INTO volumes (id, display_name, size, status) "
-                "VALUES (:id, :display_name, 1, 'available')"
-            ),
-            [{"id": key(i), "display_name": f"volume {i}"} for i in range(100, 400)],
-        )
+    # alpha keeps writing, above the old keys
+    insert_alpha_volumes(engine, {key(i): f"volume {i}" for i in range(100, 400)})
     rest = database.migrate(throttle=Throttle(batch_size=40))
     assert (rest[0].found, rest[0].done, rest[0].complete) == (60, 60, True)
     assert all(old == new for old, new in rows(engine).values())
@@ -212,7 +191,7 @@ def test_max_count_does_that_many_rows_and_a_run_again_finishes(engine):
         (0, 0, 0, True)
     ]
     assert exit_code(third) == DONE
-    record = progress(engine, "volumes", f"backfill_{schema.NAME_SYNC.name}")
+    record = progress(engine, "volumes", f"backfill_{beta.NAME_SYNC.name}")
     assert (record.found, record.done) == (260, 250)
 
 

@@ -20,13 +20,7 @@ from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
 from rpccompat.demo import alpha, beta, schema
 from rpccompat.exceptions import ContractRefused
 from rpccompat.registry import Base, ServiceRegistry
-
-
-@pytest.fixture
-def engine(db_url):
-    made = dbengine.create_engine(db_url)
-    yield made
-    made.dispose()
+from tests.db import insert_alpha_volumes
 
 
 def report(registry: ServiceRegistry, host: str, release: str) -> None:
@@ -40,19 +34,7 @@ def report(registry: ServiceRegistry, host: str, release: str) -> None:
 
 
 def add_alpha_rows(engine: sa.Engine, count: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            alpha.volumes.insert(),
-            [
-                {
-                    "id": str(uuid.uuid4()),
-                    "display_name": f"v{i}",
-                    "size": i,
-                    "status": "ok",
-                }
-                for i in range(count)
-            ],
-        )
+    insert_alpha_volumes(engine, {str(uuid.uuid4()): f"v{i}" for i in range(count)})
 
 
 def refusal(database: Database) -> str:

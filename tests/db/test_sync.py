@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
-from rpccompat import engine as dbengine
 from rpccompat.demo import beta, schema
-from tests.db import SIZES
+from tests.db import SIZES, insert_alpha_volumes
 
-SYNC = schema.NAME_SYNC
+SYNC = beta.NAME_SYNC
 BEFORE_EXPAND = ["alpha-0", "alpha-1", "alpha-2"]  # written before any trigger
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    made = dbengine.create_engine(db_url)
-    yield made
-    made.dispose()
 
 
 @pytest.fixture
 def volumes(engine: sa.Engine) -> sa.Engine:
     """The demo database after beta's expand, with three rows alpha wrote."""
     database = schema.install_alpha(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO volumes (id, display_name, size, status) "
-                "VALUES (:id, :id, 1, 'available')"
-            ),
-            [{"id": i} for i in BEFORE_EXPAND],
-        )
+    insert_alpha_volumes(engine, {key: key for key in BEFORE_EXPAND})
     database.expand()
     return engine
 
@@ -55,13 +38,7 @@ def volume(engine: sa.Engine, key: str) -> tuple[str | None, str | None]:
 
 
 def insert_alpha(engine: sa.Engine, key: str, display_name: str | None) -> None:
-    write(
-        engine,
-        "INSERT INTO volumes (id, display_name, size, status) "
-        "VALUES (:id, :display_name, 1, 'available')",
-        id=key,
-        display_name=display_name,
-    )
+    insert_alpha_volumes(engine, {key: display_name})
 
 
 def insert_beta(engine: sa.Engine, key: str, name: str | None) -> None:
@@ -216,17 +193,11 @@ def test_a_converting_sync_dropped_copies_nothing_more(disks):
 def test_read_converts_rows_not_yet_migrated_then_returns_them(engine):
     """Migrate on load: new code reads only ``name``, even of old rows."""
     database = schema.install_alpha(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO volumes (id, display_name, size, status) "
-                "VALUES ('old', 'from alpha', 1, 'available')"
-            )
-        )
+    insert_alpha(engine, "old", "from alpha")
     database.expand()
     with engine.begin() as conn:
         query = sa.select(beta.volumes.c.id, beta.volumes.c.name)
-        assert [tuple(r) for r in schema.NAME_SYNC.read(conn, query)] == [
+        assert [tuple(r) for r in beta.NAME_SYNC.read(conn, query)] == [
             ("old", "from alpha")
         ]
     assert volume(engine, "old") == ("from alpha", "from alpha")  # written back
