@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rpccompat.db import lint
-from rpccompat.db.tree import CONTRACT, MigrationTree
-from rpccompat.exceptions import MigrationError
+from rpccompat.db.tree import MigrationTree
 from rpccompat.history import History
 from rpccompat.objects import ObjectRegistry
 
@@ -87,22 +86,6 @@ def check_migrations(tree: MigrationTree) -> list[str]:
     ``requires_release`` the history knows, and the lint finds nothing that
     is not declared as an exception.
     """
-    problems = []
-    try:
-        tree.check_head_files()
-    except MigrationError as e:
-        problems.append(str(e))
-    releases = [r.name for r in tree.history.releases] if tree.history else []
-    for revision in tree.revisions(CONTRACT) if tree.history else ():
-        needed = tree.requires_release(revision)
-        if needed is None:
-            problems.append(
-                f"contract revision {revision.revision} declares no requires_release"
-            )
-        elif needed not in releases:
-            problems.append(
-                f"contract revision {revision.revision} requires {needed!r}, "
-                "which the history does not declare"
-            )
+    problems = tree.problems()
     problems += [str(finding) for finding in lint.errors(lint.lint(tree))]
     return problems

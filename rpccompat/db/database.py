@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from rpccompat.db import data
 from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
 from rpccompat.exceptions import ContractRefused, MigrationError, UnknownRelease
-from rpccompat.registry import ServiceInfo, ServiceRegistry
+from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
 
 MANAGE = "rpccompat-manage"
 
@@ -37,10 +37,11 @@ class Check(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Blocker:
-    """One reason contract is refused, and what clears it."""
+    """One reason contract is refused, what clears it, and its ``db check`` code."""
 
     reason: str
     command: str
+    code: Check = Check.CONTRACT_BLOCKED
 
     def __str__(self) -> str:
         return f"{self.reason}; to clear: {self.command}"
@@ -162,12 +163,17 @@ class Database:
                 f"{v.tree}: expand head {v.expand_head} is not applied "
                 f"(at {v.expand or 'base'})",
                 f"{MANAGE} db expand",
+                Check.EXPAND_NEEDED,
             )
             for v in versions
             if v.behind(EXPAND)
         ]
         blockers += [
-            Blocker(f"data migration {name} has rows left", f"{MANAGE} db migrate")
+            Blocker(
+                f"data migration {name} has rows left",
+                f"{MANAGE} db migrate",
+                Check.MIGRATIONS_PENDING,
+            )
             for name in pending
         ]
         if not any(v.behind(EXPAND) for v in versions):
@@ -183,7 +189,8 @@ class Database:
                 for revision in tree.pending(conn, CONTRACT)
                 if (needed := tree.requires_release(revision))
             ]
-        if not needs:  # nothing left to contract: no need to read services
+            installed = sa.inspect(conn).has_table(ServiceRecord.__tablename__)
+        if not needs or not installed:  # nothing to contract, or nobody yet
             return []
         services = ServiceRegistry(self.engine).services()
         if offline:
@@ -219,7 +226,9 @@ class Database:
         ``settings`` reach the revision scripts' DDL: ``lock_timeout`` and
         ``retry_budget`` in seconds (see rpccompat.db.ddl).
         """
-        self._refuse_unsafe_triggers()  # before any tree changes
+        refusal = self.expand_refusal()  # before any tree changes
+        if refusal is not None:
+            raise MigrationError(refusal)
         for tree in self.trees:
             self._upgrade(tree, f"{EXPAND}@head", **settings)
 
@@ -252,13 +261,7 @@ class Database:
 
     def contract(self, *, offline: bool = False, **settings: Any) -> None:
         """Apply every tree's contract branch, or raise ContractRefused."""
-        blockers = self.blockers(offline=offline)
-        if blockers:
-            raise ContractRefused(
-                f"contract refused: {len(blockers)} blocker(s): "
-                + "; ".join(str(b) for b in blockers),
-                tuple(blockers),
-            )
+        _refuse(self.blockers(offline=offline))
         for tree in self.trees:
             self._upgrade(tree, f"{CONTRACT}@head", **settings)
 
@@ -266,7 +269,9 @@ class Database:
         """The offline path: expand, migrate, contract, with every service stopped.
 
         No sync triggers are installed: nothing writes the old shape meanwhile.
+        A service still up on an older release refuses it before any change.
         """
+        _refuse(self._service_blockers(offline=True))
         self.expand(sync_triggers=False, **settings)
         results = self.migrate()
         self.contract(offline=True, sync_triggers=False, **settings)
@@ -276,15 +281,15 @@ class Database:
         with self.engine.connect() as conn:
             tree.upgrade(conn, target, **settings)
 
-    def _refuse_unsafe_triggers(self) -> None:
-        """Raise, before expand changes anything, if MySQL/MariaDB would
-        refuse a trigger that a pending expand revision creates."""
+    def expand_refusal(self) -> str | None:
+        """Why MySQL/MariaDB would refuse a trigger that a pending expand
+        revision creates, or None: found before expand changes anything."""
         if self.engine.dialect.name != "mysql":
-            return
+            return None
         with self.engine.connect() as conn:
             refusal = mysql_trigger_refusal(conn)
             if refusal is None:
-                return
+                return None
             pending = {t.name: t.pending(conn, EXPAND) for t in self.trees}
         for tree in self.trees:
             rendered = tree.render("mysql") if pending[tree.name] else {}
@@ -292,7 +297,8 @@ class Database:
                 "CREATE TRIGGER" in rendered.get(r.revision, "")
                 for r in pending[tree.name]
             ):
-                raise MigrationError(refusal)
+                return refusal
+        return None
 
     @staticmethod
     def _ordered(tree: MigrationTree) -> list[data.DataMigration]:
@@ -300,6 +306,15 @@ class Database:
         if tree.history is not None:
             migrations.sort(key=lambda m: tree.history.index(m.release))
         return migrations
+
+
+def _refuse(blockers: list[Blocker]) -> None:
+    if blockers:
+        raise ContractRefused(
+            f"contract refused: {len(blockers)} blocker(s): "
+            + "; ".join(str(b) for b in blockers),
+            tuple(blockers),
+        )
 
 
 def mysql_trigger_refusal(conn: sa.Connection) -> str | None:

@@ -24,6 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError as AlembicError
 
 from rpccompat.db.data import DataMigrations
 from rpccompat.exceptions import MigrationError
@@ -100,6 +101,32 @@ class MigrationTree:
                     f"head is {actual}; write {actual} into it"
                 )
 
+    def problems(self) -> list[str]:
+        """What is wrong with the tree itself (empty: nothing), no database needed:
+        head files that do not name the heads, and contract revisions without
+        a ``requires_release`` the history declares."""
+        problems = []
+        try:
+            self.check_head_files()
+        except MigrationError as e:
+            problems.append(str(e))
+        if self.history is None:
+            return problems
+        releases = [r.name for r in self.history.releases]
+        for revision in self.revisions(CONTRACT):
+            needed = self.requires_release(revision)
+            if needed is None:
+                problems.append(
+                    f"contract revision {revision.revision} declares no "
+                    "requires_release"
+                )
+            elif needed not in releases:
+                problems.append(
+                    f"contract revision {revision.revision} requires {needed!r}, "
+                    "which the history does not declare"
+                )
+        return problems
+
     def requires_release(self, revision: Script) -> str | None:
         return getattr(revision.module, "requires_release", None)
 
@@ -118,20 +145,29 @@ class MigrationTree:
         context = MigrationContext.configure(
             conn, opts={"version_table": self.version_table}
         )
-        script = self.script
         applied: set[str] = set()
         todo = list(context.get_current_heads())
         while todo:
-            revision = script.get_revision(todo.pop())
+            revision = self._known(todo.pop())
             if revision is None or revision.revision in applied:
                 continue
             applied.add(revision.revision)
             todo += _as_tuple(revision.down_revision)
             todo += [
-                script.get_revision(d).revision
+                self.script.get_revision(d).revision
                 for d in _as_tuple(revision.dependencies)
             ]
         return applied
+
+    def _known(self, revision: str) -> Script | None:
+        try:
+            return self.script.get_revision(revision)
+        except AlembicError as e:
+            raise MigrationError(
+                f"tree {self.name!r}: the database is at revision {revision}, "
+                "which these revision scripts do not have: newer code migrated "
+                "it; run that release's manage command, or install it here"
+            ) from e
 
     def current(self, conn: sa.Connection) -> dict[str, str | None]:
         """The newest applied revision of each branch (None: none applied)."""
