@@ -7,7 +7,9 @@ timeout instead of failing on ``database is locked``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -32,9 +34,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# ``user:password@`` after the scheme or after a comma (multi-host transport URLs).
+_CREDENTIALS = re.compile(r"(?P<user>(?:://|,)[^:@/,]*):(?P<password>[^@]*)@")
+
+
 def safe_url(url: str | URL) -> str:
-    """The URL as it may be shown or logged: never with its password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"
+    """The URL as it may be shown or logged: never with its password.
+
+    Works on any URL, SQLAlchemy's and oslo.messaging's alike, including a
+    transport URL naming several brokers.
+    """
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    return _CREDENTIALS.sub(r"\g<user>:***@", text)
+
+
+def passwords(url: str | URL | None) -> list[str]:
+    """The passwords in ``url``, as written and decoded, to scrub from output."""
+    if url is None:
+        return []
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    found = [m.group("password") for m in _CREDENTIALS.finditer(text)]
+    decoded = {p for raw in found for p in (raw, unquote(raw)) if p}
+    return sorted(decoded, key=len, reverse=True)  # longest first: no partial leak

@@ -87,5 +87,11 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(extra, group=group)
 
 
+def transport_configured(conf: cfg.ConfigOpts) -> bool:
+    """Whether a transport URL was given, rather than oslo.messaging's default."""
+    location = conf.get_location("transport_url").location
+    return location is not cfg.Locations.opt_default
+
+
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [(None, service_opts), ("database", database_opts)]

@@ -256,8 +256,8 @@ def control_topic(history: History) -> str:
 
 def announce(
     transport: messaging.Transport, history: History, event: str, binary: str, host: str
-) -> None:
-    """Tell every process of the project to refresh its pins now.
+) -> bool:
+    """Tell every process of the project to refresh its pins now; True if sent.
 
     Best effort: a process that misses it still refreshes on its timer.
     """
@@ -270,5 +270,7 @@ def announce(
     )
     try:
         client.cast({}, "service_changed", event=event, binary=binary, host=host)
-    except messaging.MessagingException as e:
+    except Exception as e:  # a broker down is not the caller's failure
         LOG.warning("could not announce %s of %s@%s: %s", event, binary, host, e)
+        return False
+    return True
