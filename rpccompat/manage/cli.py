@@ -1,0 +1,241 @@
+"""The command line: oslo.config parsing, dispatch, one-line errors.
+
+Every failure an operator can meet - bad input, a server that does not
+answer, a refused step - ends in one line on stderr (what, why, what to do)
+and an exit code, never a traceback (``--debug`` shows one) and never a
+password: the passwords of the database and transport URLs are scrubbed from
+every error and log line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy import exc as sa_exc
+
+from rpccompat import opts
+from rpccompat.db import MigrationTree
+from rpccompat.engine import passwords, safe_url
+from rpccompat.exceptions import RPCCompatError, ServiceNotFound
+from rpccompat.history import History
+from rpccompat.manage.base import BAD_INPUT, ERROR, NOT_FOUND, CommandError, Context
+from rpccompat.manage.db import DbCommands
+from rpccompat.manage.service import ServiceCommands
+from rpccompat.manage.upgrade import UpgradeCommands
+
+ARG_PREFIX = "arg_"  # keeps command arguments apart from oslo.config's options
+CATEGORIES: dict[str, Callable[[Context], Any]] = {
+    "service": ServiceCommands,
+    "db": DbCommands,
+    "upgrade": UpgradeCommands,
+}
+cli_opts = [
+    cfg.StrOpt(
+        "db-url",
+        secret=True,
+        help="SQLAlchemy URL of the database; overrides [database] connection",
+    ),
+    cfg.StrOpt(
+        "transport-url",
+        dest="cli_transport_url",
+        secret=True,
+        help="oslo.messaging URL; overrides [DEFAULT] transport_url",
+    ),
+    cfg.BoolOpt("debug", default=False, help="show tracebacks and debug logs"),
+]
+
+
+def _register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_cli_opts(cli_opts)
+    opts.register_messaging_opts(conf)
+    conf.register_opts(opts.service_opts)
+    conf.register_opts(opts.database_opts, group="database")
+
+
+class Manage:
+    """``rpccompat-manage``, or its commands inside a service's own tool.
+
+    A service mounts them with its own trees (and so its history)::
+
+        manage = Manage(prog="volumes-manage", project="volumes", trees=[TREE])
+        sys.exit(manage.main())
+
+    ``categories`` adds the service's own command classes (each built with
+    the :class:`Context`) next to ``service``, ``db`` and ``upgrade``.
+    """
+
+    def __init__(
+        self,
+        *,
+        prog: str = "rpccompat-manage",
+        project: str = "rpccompat",
+        trees: Sequence[MigrationTree] | None = None,
+        history: History | None = None,
+        categories: Mapping[str, Callable[[Context], Any]] | None = None,
+        default_config_files: Sequence[str] | None = None,
+    ) -> None:
+        self.prog = prog
+        self.project = project
+        self.trees = trees
+        self.history = history
+        self.categories = {**CATEGORIES, **(categories or {})}
+        self.default_config_files = default_config_files
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        conf = cfg.ConfigOpts()
+        _register_opts(conf)
+        context = Context(conf, prog=self.prog, trees=self.trees, history=self.history)
+        commands = {name: make(context) for name, make in self.categories.items()}
+        conf.register_cli_opt(
+            cfg.SubCommandOpt(
+                "command",
+                title="Commands",
+                handler=lambda subparsers: _add_parsers(subparsers, commands),
+            )
+        )
+        args = list(sys.argv[1:] if argv is None else argv)
+        try:
+            conf(
+                args,
+                project=self.project,
+                prog=self.prog,
+                default_config_files=self.default_config_files,
+            )
+        except SystemExit as e:  # argparse has printed usage and the error
+            return BAD_INPUT if e.code == 2 else int(e.code or 0)
+        except cfg.Error as e:
+            return _fail(f"{self.prog}: bad configuration: {e}", BAD_INPUT, [])
+        _apply_overrides(conf)
+        secrets = passwords(conf.database.connection) + passwords(conf.transport_url)
+        _configure_logging(conf.debug, secrets)
+        try:
+            return _dispatch(conf)
+        except Exception as e:
+            if conf.debug:
+                raise
+            return _fail(f"{self.prog}: {_explain(e, conf)}", _code(e), secrets)
+        finally:
+            context.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rpccompat-manage``: trees from ``[database] migration_trees``."""
+    return Manage().main(argv)
+
+
+def _add_parsers(subparsers: Any, commands: Mapping[str, Any]) -> None:
+    for category, obj in commands.items():
+        parser = subparsers.add_parser(category, help=_summary(type(obj)))
+        actions = parser.add_subparsers(dest="action", metavar="ACTION")
+        actions.required = True
+        for name, fn in _actions(obj):
+            hyphenated = name.replace("_", "-")
+            action = actions.add_parser(
+                hyphenated,
+                aliases=[name] if name != hyphenated else [],
+                help=_summary(fn),
+                description=inspect.getdoc(fn),
+            )
+            for flags, kwargs in getattr(fn, "arguments", []):
+                dest = kwargs.pop("dest", None) or flags[0].lstrip("-").replace(
+                    "-", "_"
+                )
+                if flags[0].startswith("-"):
+                    action.add_argument(*flags, dest=ARG_PREFIX + dest, **kwargs)
+                else:
+                    action.add_argument(
+                        ARG_PREFIX + dest, metavar=dest.upper(), **kwargs
+                    )
+            action.set_defaults(action_fn=fn)
+
+
+def _actions(obj: Any) -> Iterator[tuple[str, Callable[..., int]]]:
+    # Look on the class: touching the instance's attributes could build
+    # what the context must only build once the configuration is parsed.
+    for name, _ in inspect.getmembers(type(obj), inspect.isfunction):
+        if not name.startswith("_"):
+            yield name, getattr(obj, name)
+
+
+def _summary(obj: Any) -> str:
+    return (inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " ")
+
+
+def _dispatch(conf: cfg.ConfigOpts) -> int:
+    namespace = vars(conf._namespace)
+    fn = conf.command.action_fn
+    kwargs = {
+        key[len(ARG_PREFIX) :]: value
+        for key, value in namespace.items()
+        if key.startswith(ARG_PREFIX)
+    }
+    return fn(**kwargs)
+
+
+def _apply_overrides(conf: cfg.ConfigOpts) -> None:
+    if conf.db_url:
+        conf.set_override("connection", conf.db_url, "database")
+    if conf.cli_transport_url:
+        conf.set_override("transport_url", conf.cli_transport_url)
+
+
+def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
+    """What went wrong, why, and what to do, in one line."""
+    if isinstance(error, sa_exc.DBAPIError):
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        where = safe_url(conf.database.connection)
+        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return (
+                f"cannot use the database at {where}: {reason}; check that the "
+                "server runs and [database] connection (or --db-url)"
+            )
+        return f"the database at {where} refused a statement: {reason}"
+    if isinstance(error, RPCCompatError):
+        return str(error)
+    return (
+        f"unexpected {type(error).__name__}: {error}; run again with --debug for "
+        "the traceback and report it"
+    )
+
+
+def _code(error: Exception) -> int:
+    if isinstance(error, CommandError):
+        return error.code
+    return NOT_FOUND if isinstance(error, ServiceNotFound) else ERROR
+
+
+def _fail(message: str, code: int, secrets: list[str]) -> int:
+    print(_scrub(" ".join(message.split()), secrets), file=sys.stderr)
+    return code
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _ScrubPasswords(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _scrub(record.getMessage(), self.secrets)
+        record.args = None
+        return True
+
+
+def _configure_logging(debug: bool, secrets: list[str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ScrubPasswords(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("kombu").setLevel(logging.DEBUG if debug else logging.CRITICAL)

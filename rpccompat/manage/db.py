@@ -1,0 +1,270 @@
+"""``db expand|migrate|contract|version|check|sync|lint|online_data_migrations``.
+
+Exit codes (DESIGN section 6):
+
+- ``db check``: 0 up to date, 3 expand needed, 4 data migrations pending,
+  5 contract needed and allowed, 6 contract needed but blocked by services.
+- ``db contract``: 0 applied; refused: the ``db check`` code that says why
+  (3, 4 or 6), with every blocker and the command that clears it.
+- ``db migrate`` and ``db online_data_migrations``: 0 all done, 1 progress
+  made and more to do, 2 errors, 127 bad input (Nova and Cinder's codes).
+- ``db lint``: 0 clean, 1 findings that are not declared exceptions.
+- every command: 1 an error (server unreachable, DDL lock not granted),
+  127 bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import prettytable
+
+from rpccompat.db import Check, Status, Throttle, data, lint
+from rpccompat.db.sync import DIALECTS
+from rpccompat.db.tree import FRAMEWORK
+from rpccompat.exceptions import ContractRefused
+from rpccompat.manage.base import (
+    BAD_INPUT,
+    ERROR,
+    OK,
+    CommandError,
+    Context,
+    args,
+    combine,
+    json_flag,
+    print_json,
+)
+
+ddl_flags = combine(
+    args(
+        "--lock-timeout",
+        type=float,
+        help="seconds each DDL statement waits for its lock before retrying "
+        "(default 0.1)",
+    ),
+    args(
+        "--retry-budget",
+        type=float,
+        help="seconds a statement keeps retrying before giving up (default 60)",
+    ),
+)
+throttle_flags = combine(
+    args("--batch-size", type=int, default=1000, help="rows per batch"),
+    args(
+        "--target-time",
+        type=float,
+        help="seconds a batch should take; the batch size follows it",
+    ),
+    args("--pause", type=float, default=0.0, help="seconds between batches"),
+)
+
+
+def _ddl_settings(lock_timeout: float | None, retry_budget: float | None) -> dict:
+    given = {"lock_timeout": lock_timeout, "retry_budget": retry_budget}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+NEXT_STEP = {
+    Check.UP_TO_DATE: "the database is up to date",
+    Check.EXPAND_NEEDED: "expand needed: {prog} db expand (before the first new node)",
+    Check.MIGRATIONS_PENDING: "data migrations pending: {prog} db migrate",
+    Check.CONTRACT_NEEDED: "contract needed and allowed: {prog} db contract",
+    Check.CONTRACT_BLOCKED: "contract needed but blocked by services",
+}
+
+
+def status_dict(status: Status) -> dict[str, Any]:
+    return {
+        "code": int(status.code),
+        "phase": status.phase,
+        "versions": [
+            {**dataclasses.asdict(v), "composite": v.composite} for v in status.versions
+        ],
+        "pending_migrations": status.pending_migrations,
+        "blockers": [dataclasses.asdict(b) for b in status.blockers],
+    }
+
+
+class DbCommands:
+    """The schema and data of an upgrade: expand, migrate, contract."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @ddl_flags
+    def expand(
+        self, lock_timeout: float | None = None, retry_budget: float | None = None
+    ) -> int:
+        """Additive schema changes and sync triggers; safe while all serve."""
+        self.context.database.expand(**_ddl_settings(lock_timeout, retry_budget))
+        self._print_versions()
+        print(
+            f"expanded; next: start the new release's nodes, then "
+            f"{self.context.prog} db migrate"
+        )
+        return OK
+
+    @throttle_flags
+    @json_flag
+    def migrate(
+        self,
+        batch_size: int = 1000,
+        target_time: float | None = None,
+        pause: float = 0.0,
+        json: bool = False,
+    ) -> int:
+        """Run every online data migration, of every release, until done."""
+        return self._migrate(None, Throttle(batch_size, pause, target_time), json)
+
+    @args("--max-count", type=int, help="rows to look at in this pass")
+    @throttle_flags
+    @json_flag
+    def online_data_migrations(
+        self,
+        max_count: int | None = None,
+        batch_size: int = 1000,
+        target_time: float | None = None,
+        pause: float = 0.0,
+        json: bool = False,
+    ) -> int:
+        """One pass of the online data migrations, for cron or a loop."""
+        if max_count is not None and max_count < 1:
+            raise CommandError(
+                f"--max-count must be at least 1, not {max_count}", BAD_INPUT
+            )
+        return self._migrate(max_count, Throttle(batch_size, pause, target_time), json)
+
+    def _migrate(self, max_count: int | None, throttle: Throttle, json: bool) -> int:
+        if throttle.batch_size < 1:
+            raise CommandError("--batch-size must be at least 1", BAD_INPUT)
+        results = self.context.database.migrate(
+            max_count=max_count, throttle=throttle, progress=data.ProgressLines()
+        )
+        code = data.exit_code(results, limited=max_count is not None)
+        if json:
+            print_json(
+                {"code": code, "migrations": [dataclasses.asdict(t) for t in results]}
+            )
+        else:
+            print(data.format_totals(results))
+        return code
+
+    @ddl_flags
+    def contract(
+        self, lock_timeout: float | None = None, retry_budget: float | None = None
+    ) -> int:
+        """Drop what the old release used; refused while anything needs it."""
+        try:
+            self.context.database.contract(**_ddl_settings(lock_timeout, retry_budget))
+        except ContractRefused as refused:
+            return self._refused(refused)
+        self._print_versions()
+        print("contracted; the upgrade is complete")
+        return OK
+
+    @staticmethod
+    def _refused(refused: ContractRefused) -> int:
+        """The blockers on stderr; the code of the first one to clear."""
+        print(f"contract refused: {len(refused.blockers)} blocker(s):", file=sys.stderr)
+        for blocker in refused.blockers:
+            print(f"  - {blocker}", file=sys.stderr)
+        return min(blocker.code for blocker in refused.blockers)
+
+    @json_flag
+    def version(self, json: bool = False) -> int:
+        """The composite version (expand, contract) of each tree, and the phase."""
+        status = self.context.database.status()
+        if json:
+            print_json(status_dict(status))
+            return OK
+        self._print_versions(status)
+        print(f"phase: {status.phase or '-'} ({self._next_step(status)})")
+        return OK
+
+    @json_flag
+    def check(self, json: bool = False) -> int:
+        """What is safe next, as an exit code a script can act on."""
+        status = self.context.database.status()
+        if json:
+            print_json(status_dict(status))
+            return status.code
+        print(self._next_step(status))
+        for name in status.pending_migrations:
+            print(f"  - data migration {name} has rows left")
+        if status.code == Check.CONTRACT_BLOCKED:
+            for blocker in status.blockers:
+                print(f"  - {blocker}")
+        return status.code
+
+    @ddl_flags
+    def sync(
+        self, lock_timeout: float | None = None, retry_budget: float | None = None
+    ) -> int:
+        """The offline path: expand, migrate, contract, with every service stopped
+        (a new deployment, or a cold upgrade); no sync triggers."""
+        try:
+            results = self.context.database.sync(
+                **_ddl_settings(lock_timeout, retry_budget)
+            )
+        except ContractRefused as refused:
+            return self._refused(refused)
+        if any(t.error for t in results):
+            print(data.format_totals(results))
+            return ERROR
+        self._print_versions()
+        print("synced")
+        return OK
+
+    @args(
+        "--dialect",
+        action="append",
+        choices=DIALECTS,
+        help="backend to check (repeatable; default: all)",
+    )
+    @json_flag
+    def lint(self, dialect: list[str] | None = None, json: bool = False) -> int:
+        """Check every revision: no drop in expand, no create in contract, no
+        DDL that blocks writers on the backend; and the tree's head files."""
+        trees = [FRAMEWORK, *self.context.trees]
+        findings = [f for t in trees for f in lint.lint(t, dialect or DIALECTS)]
+        problems = [p for t in trees for p in t.problems()]
+        failed = bool(lint.errors(findings) or problems)
+        if json:
+            print_json(
+                {
+                    "findings": [dataclasses.asdict(f) for f in findings],
+                    "problems": problems,
+                }
+            )
+        else:
+            for line in [*problems, *map(str, findings)]:
+                print(line)
+            print(
+                f"{len(lint.errors(findings))} error(s), "
+                f"{len(findings) - len(lint.errors(findings))} allowed, "
+                f"{len(problems)} tree problem(s) in {len(trees)} tree(s)"
+            )
+        return ERROR if failed else OK
+
+    def _print_versions(self, status: Status | None = None) -> None:
+        versions = (status or self.context.database.status()).versions
+        table = prettytable.PrettyTable(
+            ["Tree", "Expand", "Expand Head", "Contract", "Contract Head"]
+        )
+        table.align = "l"
+        for v in versions:
+            table.add_row(
+                [
+                    v.tree,
+                    v.expand or "base",
+                    v.expand_head,
+                    v.contract or "base",
+                    v.contract_head,
+                ]
+            )
+        print(table)
+
+    def _next_step(self, status: Status) -> str:
+        return NEXT_STEP[status.code].format(prog=self.context.prog)

@@ -1,0 +1,236 @@
+"""``service list|remove|disable|enable|force-down``: the services table.
+
+``service list`` answers the mixed period's first question - who runs what,
+and who holds each pin back.  A node that crashed keeps counting towards the
+pins until its heartbeat is ``service_down_time`` old; such a row is shown
+``down`` with a warning naming the commands that release it at once.
+
+Exit codes: 0 done; 2 no such service; 1 and 127 as every command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+import prettytable
+
+from rpccompat.manage.base import OK, Context, args, json_flag, print_json
+from rpccompat.pins import Pin
+from rpccompat.registry import ServiceInfo, utcnow
+
+# A node that missed this many heartbeats in a row is shown down.
+MISSED_HEARTBEATS = 2
+COLUMNS = (
+    "Binary",
+    "Host",
+    "Zone",
+    "Status",
+    "State",
+    "Updated At",
+    "Release",
+    "RPC Version",
+    "Object Version",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceView:
+    """One row as an operator needs to see it."""
+
+    service: ServiceInfo
+    up: bool
+    counted: bool
+    silent_for: float | None  # seconds since the last heartbeat
+    holds: tuple[str, ...]  # the binaries whose pin this service holds
+
+    @property
+    def state(self) -> str:
+        return "up" if self.up else "down"
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.service
+        return {
+            "binary": s.binary,
+            "host": s.host,
+            "zone": s.availability_zone,
+            "status": "disabled" if s.disabled else "enabled",
+            "disabled_reason": s.disabled_reason,
+            "state": self.state,
+            "counted": self.counted,
+            "forced_down": s.forced_down,
+            "stopped": s.stopped_at is not None,
+            "updated_at": _iso(s.updated_at),
+            "seconds_since_heartbeat": self.silent_for,
+            "release": s.release,
+            "rpc_version": s.rpc_current_version,
+            "object_version": s.object_current_version,
+            "holds_pins": list(self.holds),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """The services table and the pins it implies, read once."""
+
+    services: list[ServiceView]
+    pins: dict[str, Pin]
+    service_down_time: float
+    prog: str
+
+    def warnings(self) -> list[str]:
+        return [
+            f"{v.service.name} holds the {', '.join(v.holds)} pin "
+            f"({v.service.release}) but is down: no heartbeat for "
+            f"{v.silent_for:.0f} s; it counts until service_down_time "
+            f"({self.service_down_time:g} s) has passed. If it is gone: "
+            f"{self.prog} service remove {v.service.binary} {v.service.host}; "
+            f"if it is only stopped: {self.prog} service force-down "
+            f"{v.service.binary} {v.service.host}"
+            for v in self.services
+            if v.holds and not v.up
+        ]
+
+
+def survey(context: Context) -> Survey:
+    """Who runs what, who counts, and who holds each pin, as of now."""
+    services = context.registry.services()
+    pins = context.pins(services)
+    conf = context.conf
+    now = utcnow()
+    views = []
+    for service in services:
+        silent_for = (
+            None
+            if service.updated_at is None
+            else round((now - service.updated_at).total_seconds(), 1)
+        )
+        counted = service.is_up(conf.service_down_time, now)
+        late = silent_for is None or silent_for > MISSED_HEARTBEATS * (
+            conf.report_interval
+        )
+        holds = tuple(
+            b for b, pin in pins.items() if any(h.id == service.id for h in pin.holders)
+        )
+        views.append(
+            ServiceView(service, counted and not late, counted, silent_for, holds)
+        )
+    return Survey(views, pins, conf.service_down_time, context.prog)
+
+
+def pin_line(pin: Pin) -> str:
+    holders = pin.holder_names if pin.holders else "nobody (newest release)"
+    if pin.source != "auto":
+        holders = pin.source
+    return (
+        f"{pin.binary}: rpc {pin.rpc_version}, objects {pin.objects_version} "
+        f"({pin.release}), held by {holders}"
+    )
+
+
+def pin_dict(pin: Pin) -> dict[str, Any]:
+    return {
+        "rpc_version": pin.rpc_version,
+        "objects_version": pin.objects_version,
+        "release": pin.release,
+        "source": pin.source,
+        "holders": [s.name for s in pin.holders],
+    }
+
+
+def _iso(moment: datetime.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
+
+
+class ServiceCommands:
+    """The services table: who runs what, and the pins it implies."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @json_flag
+    def list(self, json: bool = False) -> int:
+        """Every service with its versions, then the pins and their holders."""
+        found = survey(self.context)
+        if json:
+            print_json(
+                {
+                    "services": [v.as_dict() for v in found.services],
+                    "pins": {b: pin_dict(p) for b, p in found.pins.items()},
+                    "warnings": found.warnings(),
+                }
+            )
+            return OK
+        table = prettytable.PrettyTable(COLUMNS)
+        table.align = "l"
+        for view in found.services:
+            s = view.service
+            table.add_row(
+                [
+                    s.binary,
+                    s.host,
+                    s.availability_zone or "-",
+                    "disabled" if s.disabled else "enabled",
+                    view.state,
+                    _iso(s.updated_at) or "-",
+                    s.release,
+                    s.rpc_current_version or "-",
+                    s.object_current_version,
+                ]
+            )
+        print(table)
+        if found.pins:
+            print("Pins:")
+            for pin in found.pins.values():
+                print(f"  {pin_line(pin)}")
+        else:
+            print(
+                "Pins: unknown: no history; list the service's migration tree "
+                "in [database] migration_trees"
+            )
+        for warning in found.warnings():
+            print(f"warning: {warning}")
+        return OK
+
+    @args("binary")
+    @args("host")
+    def remove(self, binary: str, host: str) -> int:
+        """Delete the row of a node that is gone for good: it stops counting
+        for pins and for the contract gate."""
+        service = self.context.registry.remove(binary, host)
+        self._done(f"removed {service.name} ({service.release})", "removed", service)
+        return OK
+
+    @args("binary")
+    @args("host")
+    @args("--reason", help="why, shown in service list --json")
+    def disable(self, binary: str, host: str, reason: str | None = None) -> int:
+        """Take a node out of scheduling; it still counts for pins."""
+        service = self.context.registry.set_disabled(binary, host, True, reason)
+        print(f"disabled {service.name}" + (f": {reason}" if reason else ""))
+        return OK
+
+    @args("binary")
+    @args("host")
+    def enable(self, binary: str, host: str) -> int:
+        """Put a disabled node back."""
+        service = self.context.registry.set_disabled(binary, host, False)
+        print(f"enabled {service.name}")
+        return OK
+
+    @args("binary")
+    @args("host")
+    @args("--unset", action="store_true", help="clear the flag: count it again")
+    def force_down(self, binary: str, host: str, unset: bool = False) -> int:
+        """Declare a node down now, without waiting for service_down_time:
+        it stops counting for pins at once (it still blocks contract until
+        removed)."""
+        service = self.context.registry.set_forced_down(binary, host, not unset)
+        what = "no longer forced down" if unset else "forced down"
+        self._done(f"{service.name} {what}", "forced-down", service)
+        return OK
+
+    def _done(self, message: str, event: str, service: ServiceInfo) -> None:
+        how = self.context.announce(event, service.binary, service.host)
+        print(f"{message}; {how}")

@@ -1,0 +1,167 @@
+"""``upgrade check``: is it safe to go on, on oslo.upgradecheck.
+
+Each check answers one question of the mixed period.  Warnings are what an
+operator should look at but that do not stop an upgrade (pins held back while
+old nodes run is the normal mixed period); a failure stops it: the contract
+is blocked, MySQL would refuse the sync triggers, or the code and the
+database disagree about their history.
+
+Exit codes (oslo.upgradecheck): 0 success, 1 warnings, 2 failure.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from types import SimpleNamespace
+
+from oslo_upgradecheck import upgradecheck
+from oslo_upgradecheck.upgradecheck import Code, Result
+
+from rpccompat.db import Check
+from rpccompat.db.database import mysql_trigger_refusal
+from rpccompat.exceptions import MigrationError, UnknownRelease
+from rpccompat.manage.base import Context, json_flag
+from rpccompat.manage.service import Survey, pin_line, survey
+
+
+def _guarded(check: Callable[[Checks], Result]) -> Callable[[Checks], Result]:
+    """A tree the database does not match fails its check, not the command:
+    the other checks still say what they know."""
+
+    @functools.wraps(check)
+    def guarded(self: Checks) -> Result:
+        try:
+            return check(self)
+        except MigrationError as e:
+            return Result(Code.FAILURE, str(e))
+
+    return guarded
+
+
+def _result(code: Code, lines: list[str], otherwise: str) -> Result:
+    return Result(code, "; ".join(lines)) if lines else Result(Code.SUCCESS, otherwise)
+
+
+class Checks(upgradecheck.UpgradeCommands):
+    display_title = "rpccompat upgrade check"
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @functools.cached_property
+    def survey(self) -> Survey:
+        return survey(self.context)
+
+    @_guarded
+    def _services_down_but_counted(self) -> Result:
+        late = [
+            f"{v.service.name} ({v.service.release}): no heartbeat for "
+            f"{v.silent_for:.0f} s"
+            for v in self.survey.services
+            if v.counted and not v.up
+        ]
+        return _result(
+            Code.WARNING,
+            late
+            + (["until service_down_time passes they still count"] if late else []),
+            "every service that counts towards the pins is up",
+        )
+
+    @_guarded
+    def _pins_held(self) -> Result:
+        history = self.context.history
+        if history is None:
+            return Result(
+                Code.WARNING, "no history: list the service's tree in migration_trees"
+            )
+        held = [
+            pin_line(pin)
+            for pin in self.survey.pins.values()
+            if pin.release != history.current.name
+        ]
+        return _result(Code.WARNING, held, f"every pin is at {history.current.name}")
+
+    @_guarded
+    def _data_migrations(self) -> Result:
+        pending = self.context.database.pending_migrations()
+        return _result(
+            Code.WARNING,
+            [f"{name} has rows left" for name in pending]
+            + ([f"run {self.context.prog} db migrate"] if pending else []),
+            "every data migration is complete",
+        )
+
+    @_guarded
+    def _contract_readiness(self) -> Result:
+        status = self.context.database.status()
+        prog = self.context.prog
+        if status.code == Check.CONTRACT_BLOCKED:
+            return Result(
+                Code.FAILURE,
+                "contract is blocked: " + "; ".join(str(b) for b in status.blockers),
+            )
+        if status.code in (Check.EXPAND_NEEDED, Check.MIGRATIONS_PENDING):
+            return Result(
+                Code.WARNING,
+                "not yet: " + "; ".join(str(b) for b in status.blockers),
+            )
+        if status.code == Check.CONTRACT_NEEDED:
+            return Result(Code.SUCCESS, f"contract is allowed: {prog} db contract")
+        return Result(Code.SUCCESS, "nothing to contract: the database is up to date")
+
+    @_guarded
+    def _trigger_privileges(self) -> Result:
+        database = self.context.database
+        if database.engine.dialect.name != "mysql":
+            return Result(Code.SUCCESS, "not MySQL/MariaDB: nothing to check")
+        refusal = database.expand_refusal()
+        if refusal is not None:
+            return Result(Code.FAILURE, refusal)
+        with database.engine.connect() as conn:
+            later = mysql_trigger_refusal(conn)
+        if later is not None:
+            return Result(Code.WARNING, f"no pending expand needs it, but: {later}")
+        return Result(Code.SUCCESS, "sync triggers can be created")
+
+    @_guarded
+    def _history_consistency(self) -> Result:
+        database = self.context.database
+        problems = [p for tree in database.trees for p in tree.problems()]
+        try:
+            database.versions()  # raises if the database is ahead of the code
+        except MigrationError as e:
+            problems.append(str(e))
+        if problems:
+            return Result(Code.FAILURE, "; ".join(problems))
+        history = self.context.history
+        unknown = []
+        for service in self.context.registry.services() if history else ():
+            try:
+                history.index(service.release)
+            except UnknownRelease:
+                unknown.append(f"{service.name} runs unknown {service.release!r}")
+        return _result(Code.WARNING, unknown, "trees, head files and releases agree")
+
+    _upgrade_checks = (
+        ("Services down but counted", _services_down_but_counted),
+        ("Pins held below the newest release", _pins_held),
+        ("Data migrations", _data_migrations),
+        ("Contract readiness", _contract_readiness),
+        ("Trigger privileges", _trigger_privileges),
+        ("History consistency", _history_consistency),
+    )
+
+
+class UpgradeCommands:
+    """Upgrade readiness, on oslo.upgradecheck."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @json_flag
+    def check(self, json: bool = False) -> int:
+        """Every readiness check; exit 0 success, 1 warnings, 2 failure."""
+        # oslo.upgradecheck reads the flag from its module's CONF.command.json.
+        upgradecheck.CONF = SimpleNamespace(command=SimpleNamespace(json=json))
+        return int(Checks(self.context).check())

@@ -1,0 +1,147 @@
+"""Bad input, unreachable servers, and passwords: what an operator sees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from rpccompat.manage import BAD_INPUT, ERROR
+from tests.conftest import _rabbitmqctl
+from tests.manage.conftest import Operator, report, write_config
+
+
+def manage(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real command, in its own process: what a terminal shows."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from rpccompat.manage import main; "
+         "sys.exit(main())", *argv],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def error_line(stderr: str) -> str:
+    """The last line of stderr, after asserting nothing else but warnings came."""
+    lines = [
+        line for line in stderr.splitlines() if line.startswith("rpccompat-manage")
+    ]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["db", "frobnicate"], "invalid choice: 'frobnicate'"),
+        (["service", "remove", "volume"], "the following arguments are required"),
+        (["--db-url", "not a url", "db", "check"], "cannot use database URL"),
+        (["--db-url", "mysql+nodriver://u:pw@h/db", "db", "check"], "driver"),
+    ],
+)
+def test_bad_input_exits_127_with_one_line(argv, says, tmp_path, capsys):
+    operator = Operator(write_config(tmp_path / "c.conf", "sqlite://"), capsys)
+    run = operator(*argv)
+    assert run.code == BAD_INPUT
+    assert says in run.err.splitlines()[-1]
+    assert "Traceback" not in run.err and "pw" not in run.err
+
+
+def test_a_missing_config_file_or_tree_is_bad_input(tmp_path):
+    missing = manage("--config-file", str(tmp_path / "nope.conf"), "db", "check")
+    assert missing.returncode == BAD_INPUT
+    assert "nope.conf" in error_line(missing.stderr)
+
+    config = tmp_path / "c.conf"
+    config.write_text("[database]\nconnection = sqlite://\nmigration_trees = nosuch\n")
+    unknown = manage("--config-file", str(config), "db", "check")
+    assert unknown.returncode == BAD_INPUT
+    assert "no migration tree named 'nosuch'" in error_line(unknown.stderr)
+
+
+SECRET = "s3cr3t-7f3a9c"  # fixed: xdist workers must collect the same ids
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"mysql+pymysql://root:{SECRET}@127.0.0.1:3306/test",  # wrong password
+        f"mysql+pymysql://root:{SECRET}@127.0.0.1:1/test",  # nobody listens
+        f"postgresql+psycopg2://postgres:{SECRET}@127.0.0.1:1/test",
+    ],
+)
+def test_an_unreachable_database_is_one_line_without_its_password(url):
+    run = manage("--db-url", url, "service", "list")
+    assert run.returncode == ERROR
+    line = error_line(run.stderr)
+    assert line.startswith("rpccompat-manage: cannot use the database at ")
+    assert ":***@127.0.0.1" in line and "check that the server runs" in line
+    assert SECRET not in run.stdout + run.stderr
+
+
+def test_an_unreachable_broker_does_not_undo_the_change_nor_show_its_password(
+    sqlite_url, tmp_path
+):
+    config = write_config(tmp_path / "c.conf", sqlite_url)
+    assert manage("--config-file", str(config), "db", "sync").returncode == 0
+    from rpccompat import engine as dbengine
+
+    engine = dbengine.create_engine(sqlite_url)
+    report(engine, "node-1", "alpha")
+    engine.dispose()
+    run = manage(
+        "--config-file", str(config),
+        "--transport-url", f"rabbit://guest:{SECRET}@127.0.0.1:1/",
+        "service", "force-down", "volume", "node-1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "volume@node-1 forced down; running processes see it within" in run.stdout
+    assert SECRET not in run.stdout + run.stderr
+
+
+@pytest.fixture
+def rabbit_user(rabbit_url: str) -> str:
+    """The test's vhost, reached as a user of its own with a password."""
+    user = f"rpccompat-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_user", user, SECRET)
+    vhost = rabbit_url.rsplit("/", 1)[1]
+    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    yield f"rabbit://{user}:{SECRET}@127.0.0.1:5672/{vhost}"
+    _rabbitmqctl("delete_user", user)
+
+
+def test_no_command_prints_a_password(postgresql_url, rabbit_user, tmp_path, capsys):
+    """Every command, on success, with a password in both URLs (PostgreSQL
+    here trusts local connections, so any password gets in)."""
+    db_url = postgresql_url.replace("postgres@", f"postgres:{SECRET}@")
+    config = write_config(tmp_path / "c.conf", db_url, transport_url=rabbit_user)
+    operator = Operator(config, capsys)
+    commands = [
+        ["db", "lint"], ["db", "check"], ["db", "version", "--json"],
+        ["db", "expand"], ["upgrade", "check"], ["db", "migrate"],
+        ["db", "online_data_migrations", "--max-count", "5"],
+        ["service", "list"], ["service", "list", "--json"],
+        ["upgrade", "check", "--json"], ["db", "contract"], ["db", "sync"],
+    ]  # fmt: skip
+    from rpccompat import engine as dbengine
+    from rpccompat.demo import schema
+
+    engine = dbengine.create_engine(db_url)
+    schema.install_alpha(engine)
+    report(engine, "node-1", "alpha")
+    engine.dispose()
+    outputs = {}
+    commands += [
+        ["service", "force-down", "volume", "node-1"],
+        ["service", "remove", "volume", "node-1"],
+        ["db", "contract"],
+    ]
+    for argv in commands:
+        run = operator(*argv)
+        outputs[" ".join(argv)] = run
+        assert SECRET not in run.out + run.err, argv
+    assert outputs["db contract"].code == 0  # the last one: every step really ran
+    announced = outputs["service force-down volume node-1"]
+    assert "announced on the control fanout" in announced.out

@@ -1,0 +1,116 @@
+"""``db ...`` on each backend: the output, the JSON and every exit code."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpccompat.db import Check
+from rpccompat.manage import BAD_INPUT, ERROR, Manage
+from tests.db import insert_alpha_volumes
+from tests.db.test_lint import make_tree
+from tests.manage.conftest import report
+
+
+def versions(operator) -> dict[str, tuple[str, str]]:
+    status = operator("db", "version", "--json").json()
+    return {v["tree"]: (v["expand"], v["contract"]) for v in status["versions"]}
+
+
+def test_a_rolling_upgrade_step_by_step(engine, operator):
+    insert_alpha_volumes(engine, {f"v{i}": f"name-{i}" for i in range(30)})
+    report(engine, "node-1", "alpha")
+
+    run = operator("db", "check")
+    assert run.code == Check.EXPAND_NEEDED
+    assert run.out.startswith("expand needed: rpccompat-manage db expand")
+    status = operator("db", "version", "--json").json()
+    assert (status["phase"], status["code"]) == ("E", 3)
+    assert versions(operator)["volumes"] == ("alpha_expand", "alpha_contract")
+    assert operator("db", "contract").code == Check.EXPAND_NEEDED
+
+    run = operator("db", "expand")
+    assert run.code == 0, run.err
+    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    run = operator("db", "check", "--json")
+    assert run.code == Check.MIGRATIONS_PENDING
+    assert run.json()["pending_migrations"] == ["volumes/backfill_volumes_name_sync"]
+    refused = operator("db", "contract")
+    assert refused.code == Check.MIGRATIONS_PENDING
+    assert "to clear: rpccompat-manage db migrate" in refused.err
+
+    run = operator("db", "migrate", "--batch-size", "7")
+    assert run.code == 0, run.err
+    header, row = run.out.splitlines()
+    assert header.split()[:3] == ["Migration", "Release", "Found"]
+    assert row.split()[:3] == ["volumes/backfill_volumes_name_sync", "beta", "30"]
+    assert row.endswith("complete")
+
+    run = operator("db", "check")
+    assert run.code == Check.CONTRACT_BLOCKED
+    assert "volume@node-1 runs alpha (up)" in run.out
+    refused = operator("db", "contract")
+    assert refused.code == Check.CONTRACT_BLOCKED
+    assert refused.err.startswith("contract refused: 1 blocker(s):")
+    assert "rpccompat-manage service remove volume node-1" in refused.err
+    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+
+    assert operator("service", "remove", "volume", "node-1").code == 0
+    run = operator("db", "check")
+    assert run.code == Check.CONTRACT_NEEDED
+    assert run.out == "contract needed and allowed: rpccompat-manage db contract\n"
+    run = operator("db", "contract")
+    assert run.code == 0, run.err
+    assert versions(operator)["volumes"] == ("beta_expand", "beta_contract")
+    assert operator("db", "check").code == Check.UP_TO_DATE
+    assert operator("db", "version", "--json").json()["phase"] is None
+
+
+def test_online_data_migrations_in_passes(engine, operator):
+    assert operator("db", "expand").code == 0
+    insert_alpha_volumes(engine, {f"v{i:02}": f"name-{i}" for i in range(25)})
+    codes = []
+    for _ in range(5):
+        run = operator("db", "online_data_migrations", "--max-count", "10", "--json")
+        codes.append(run.code)
+        if run.code == 0:
+            break
+    assert codes == [1, 1, 0]  # 10 rows, 10 rows, then the last 5 and the end
+    assert operator("db", "online-data-migrations", "--max-count", "0").code == (
+        BAD_INPUT
+    )
+    assert operator("db", "migrate", "--batch-size", "0").code == BAD_INPUT
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "mysql", "postgresql"], indirect=True)
+def test_sync_is_the_offline_path(db_url, operator):
+    run = operator("db", "sync")
+    assert run.code == 0, run.err
+    assert versions(operator)["volumes"] == ("beta_expand", "beta_contract")
+    assert operator("db", "check").code == Check.UP_TO_DATE
+
+
+def test_sync_is_refused_while_an_old_node_is_up(engine, operator):
+    report(engine, "node-1", "alpha")
+    before = versions(operator)
+    refused = operator("db", "sync")
+    assert refused.code == Check.CONTRACT_BLOCKED
+    assert "volume@node-1 runs alpha (up)" in refused.err
+    assert versions(operator) == before  # nothing half-done
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_lint_passes_the_sample_and_fails_a_drop_in_expand(operator, tmp_path):
+    run = operator("db", "lint")
+    assert run.code == 0, run.out
+    assert run.out.splitlines()[-1].startswith("0 error(s)")
+
+    (tmp_path / "bad").mkdir()
+    bad = make_tree(
+        tmp_path / "bad", expand='def upgrade():\n    op.drop_column("t", "c")\n'
+    )
+    mounted = Manage(prog="linted-manage", trees=[bad])
+    run = operator("db", "lint", "--dialect", "postgresql", "--json", manage=mounted)
+    assert run.code == ERROR
+    rules = {(f["rule"], f["dialect"]) for f in run.json()["findings"]}
+    assert ("drop-in-expand", "postgresql") in rules
+    assert {f["dialect"] for f in run.json()["findings"]} == {"postgresql"}
