@@ -1,9 +1,12 @@
 """One node of the sample service, in this process or as its own process.
 
-``python -m rpccompat.demo.node --release alpha --binary volume --host n1
---db-url URL --transport-url URL`` runs a node until SIGTERM, as a real
-deployment would; it prints ``READY`` once serving and, for an ``api`` node
-(one that only calls), one JSON line of its load counters when it stops.
+``rpccompat-demo-node --release alpha --binary volume --host n1
+--config-file volumes.conf`` (or ``--db-url URL --transport-url URL``) runs a
+node until SIGTERM, as a real deployment would; it prints ``READY`` once
+serving and, for an ``api`` node (one that only calls), one JSON line of its
+load counters when it stops.  A config file is read as a service reads its
+own: ``[DEFAULT] transport_url``, ``host``, ``report_interval``,
+``service_down_time``, ``pin_refresh_interval`` and ``[database] connection``.
 """
 
 from __future__ import annotations
@@ -37,10 +40,32 @@ class Settings:
     pin_refresh_interval: float = 5.0
 
 
-def make_conf(settings: Settings, host: str) -> cfg.ConfigOpts:
+def load_conf(config_files: list[str]) -> cfg.ConfigOpts:
+    """The options of a node's config files, as every release reads them."""
     conf = cfg.ConfigOpts()
-    conf([], project="rpccompat-demo", default_config_files=[])
     opts.register_opts(conf, alpha.HISTORY)
+    conf(
+        [arg for path in config_files for arg in ("--config-file", path)],
+        project="rpccompat-demo",
+        default_config_files=[],
+    )
+    return conf
+
+
+def settings_from(conf: cfg.ConfigOpts) -> Settings:
+    return Settings(
+        db_url=conf.database.connection,
+        transport_url=conf.transport_url,
+        **{
+            f.name: getattr(conf, f.name)
+            for f in dataclasses.fields(Settings)
+            if f.default is not dataclasses.MISSING
+        },
+    )
+
+
+def make_conf(settings: Settings, host: str) -> cfg.ConfigOpts:
+    conf = load_conf([])
     conf.set_override("host", host)
     conf.set_override("connection", settings.db_url, "database")
     conf.set_override("transport_url", settings.transport_url)
@@ -102,26 +127,41 @@ class Node:
         return stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
+    parser = argparse.ArgumentParser(
+        prog="rpccompat-demo-node", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--release", choices=sorted(RELEASES), required=True)
     parser.add_argument("--binary", choices=(VOLUME, API), required=True)
-    parser.add_argument("--host", required=True)
+    parser.add_argument("--host", help="node name (default: the config's host)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load-threads", type=int, default=2)
     parser.add_argument(
         "--max-calls", type=int, help="api: stop by itself after this many calls"
     )
+    parser.add_argument(
+        "--config-file", action="append", default=[], help="oslo.config file"
+    )
     for field in dataclasses.fields(Settings):
         flag = "--" + field.name.replace("_", "-")
-        if field.default is dataclasses.MISSING:
-            parser.add_argument(flag, required=True)
-        else:
-            parser.add_argument(flag, type=float, default=field.default)
+        kind = str if field.default is dataclasses.MISSING else float
+        parser.add_argument(flag, type=kind, help="overrides the config file")
     args = parser.parse_args(argv)
-    settings = Settings(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
-    )
+    conf = load_conf(args.config_file)
+    args.host = args.host or conf.host
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Settings)
+        if getattr(args, f.name) is not None
+    }
+    settings = dataclasses.replace(settings_from(conf), **overrides)
+    if not settings.transport_url:
+        parser.error("no transport: pass --transport-url or a --config-file with one")
+    return args, settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = parse_args(argv)
     node = Node(
         settings,
         args.release,

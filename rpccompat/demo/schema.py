@@ -10,10 +10,13 @@ scripts in ``migrations/`` import it from there.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from rpccompat import engine as dbengine
 from rpccompat.db import (
     FRAMEWORK,
     Backfill,
@@ -22,6 +25,7 @@ from rpccompat.db import (
     MigrationTree,
 )
 from rpccompat.demo import beta
+from rpccompat.demo.node import load_conf
 
 DATA_MIGRATIONS = DataMigrations()
 DATA_MIGRATIONS.add("beta", Backfill(beta.NAME_SYNC))
@@ -43,3 +47,25 @@ def install_alpha(engine: sa.Engine, service_down_time: float = 60.0) -> Databas
         FRAMEWORK.upgrade(conn, "heads")
         TREE.upgrade(conn, ALPHA_SCHEMA)
     return database
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rpccompat.demo.schema --config-file F``: alpha's ``db sync``.
+
+    Both releases of the sample ship in one package, so the newest tree holds
+    beta's revisions too; an upgrade job's base install at alpha uses this, as
+    a real alpha package's ``<service>-manage db sync`` would stop there.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--config-file", action="append", default=[])
+    conf = load_conf(parser.parse_args(argv).config_file)
+    engine = dbengine.create_engine(conf.database.connection)
+    try:
+        install_alpha(engine, conf.service_down_time)
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
