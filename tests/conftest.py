@@ -14,6 +14,8 @@ import sys
 import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -80,7 +82,7 @@ def postgresql_url() -> Iterator[str]:
     yield from _server_database(POSTGRESQL_URL, "test", "PostgreSQL")
 
 
-def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
     )
@@ -92,14 +94,14 @@ def rabbit_url() -> Iterator[str]:
     if shutil.which("rabbitmqctl") is None:
         unavailable("RabbitMQ", "rabbitmqctl not found")
     vhost = f"rpccompat-{uuid.uuid4().hex[:12]}"
-    made = _rabbitmqctl("add_vhost", vhost)
+    made = rabbitmqctl("add_vhost", vhost)
     if made.returncode != 0:
         unavailable("RabbitMQ", made.stderr.strip() or made.stdout.strip())
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     try:
         yield f"{RABBIT_URL}/{vhost}"
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture(params=["memory", "rabbit"])
@@ -119,6 +121,15 @@ def mixed_period_database(db_url: str) -> sa.Engine:
     engine = dbengine.create_engine(db_url)
     schema.install_alpha(engine).expand()
     return engine
+
+
+def write_config(path: Path, db_url: str, **defaults: Any) -> Path:
+    """An oslo.config file for nodes and rpccompat-manage, on the sample tree."""
+    settings = {"report_interval": 1.0, "service_down_time": 30.0, **defaults}
+    lines = ["[DEFAULT]", *(f"{k} = {v}" for k, v in settings.items())]
+    lines += ["[database]", f"connection = {db_url}", "migration_trees = volumes"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 class Cluster:

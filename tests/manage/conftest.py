@@ -16,8 +16,9 @@ from rpccompat import engine as dbengine
 from rpccompat.demo import schema
 from rpccompat.manage import Manage
 from rpccompat.registry import ServiceRecord, ServiceRegistry, utcnow
+from tests.conftest import write_config
 
-REPORT_INTERVAL, SERVICE_DOWN_TIME = 1.0, 30.0
+SERVICE_DOWN_TIME = 30.0  # as write_config sets it
 VERSIONS = {"alpha": ("1.0", "1.0"), "beta": ("1.1", "1.1")}
 
 
@@ -29,18 +30,6 @@ class Run:
 
     def json(self) -> Any:
         return json.loads(self.out)
-
-
-def write_config(path: Path, db_url: str, **defaults: Any) -> Path:
-    settings = {
-        "report_interval": REPORT_INTERVAL,
-        "service_down_time": SERVICE_DOWN_TIME,
-        **defaults,
-    }
-    lines = ["[DEFAULT]", *(f"{k} = {v}" for k, v in settings.items())]
-    lines += ["[database]", f"connection = {db_url}", "migration_trees = volumes"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class Operator:

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from rpccompat.manage import BAD_INPUT, ERROR
-from tests.conftest import _rabbitmqctl
-from tests.manage.conftest import Operator, report, write_config
+from tests.conftest import rabbitmqctl, write_config
+from tests.manage.conftest import Operator, report
 
 
 def manage(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -105,11 +105,11 @@ def test_an_unreachable_broker_does_not_undo_the_change_nor_show_its_password(
 def rabbit_user(rabbit_url: str) -> str:
     """The test's vhost, reached as a user of its own with a password."""
     user = f"rpccompat-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_user", user, SECRET)
+    rabbitmqctl("add_user", user, SECRET)
     vhost = rabbit_url.rsplit("/", 1)[1]
-    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
     yield f"rabbit://{user}:{SECRET}@127.0.0.1:5672/{vhost}"
-    _rabbitmqctl("delete_user", user)
+    rabbitmqctl("delete_user", user)
 
 
 def test_no_command_prints_a_password(postgresql_url, rabbit_user, tmp_path, capsys):
