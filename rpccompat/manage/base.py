@@ -48,6 +48,18 @@ def args(*names: str, **kwargs: Any) -> Callable[[F], F]:
     return decorate
 
 
+def error_exit(code: int) -> Callable[[F], F]:
+    """This command's exit code when it fails, for a command whose 1 already
+    means something else (``db migrate``: more to do; ``upgrade check``:
+    warnings); bad input is still 127."""
+
+    def decorate(fn: F) -> F:
+        fn.__dict__["error_code"] = code
+        return fn
+
+    return decorate
+
+
 def combine(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     """Several ``args`` as one decorator, for flags many commands share."""
 

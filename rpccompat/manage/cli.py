@@ -118,7 +118,8 @@ class Manage:
         except Exception as e:
             if conf.debug:
                 raise
-            return _fail(f"{self.prog}: {_explain(e, conf)}", _code(e), secrets)
+            code = _code(e, getattr(conf.command.action_fn, "error_code", ERROR))
+            return _fail(f"{self.prog}: {_explain(e, conf)}", code, secrets)
         finally:
             context.close()
 
@@ -203,10 +204,10 @@ def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
     )
 
 
-def _code(error: Exception) -> int:
+def _code(error: Exception, failed: int) -> int:
     if isinstance(error, CommandError):
         return error.code
-    return NOT_FOUND if isinstance(error, ServiceNotFound) else ERROR
+    return NOT_FOUND if isinstance(error, ServiceNotFound) else failed
 
 
 def _fail(message: str, code: int, secrets: list[str]) -> int:

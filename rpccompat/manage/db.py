@@ -7,10 +7,11 @@ Exit codes (DESIGN section 6):
 - ``db contract``: 0 applied; refused: the ``db check`` code that says why
   (3, 4 or 6), with every blocker and the command that clears it.
 - ``db migrate`` and ``db online_data_migrations``: 0 all done, 1 progress
-  made and more to do, 2 errors, 127 bad input (Nova and Cinder's codes).
+  made and more to do, 2 errors (a server unreachable too), 127 bad input
+  (Nova and Cinder's codes).
 - ``db lint``: 0 clean, 1 findings that are not declared exceptions.
-- every command: 1 an error (server unreachable, DDL lock not granted),
-  127 bad input.
+- every other command: 1 an error (server unreachable, DDL lock not
+  granted), 127 bad input.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rpccompat.manage.base import (
     Context,
     args,
     combine,
+    error_exit,
     json_flag,
     print_json,
 )
@@ -106,6 +108,7 @@ class DbCommands:
         )
         return OK
 
+    @error_exit(data.ERRORS)
     @throttle_flags
     @json_flag
     def migrate(
@@ -118,6 +121,7 @@ class DbCommands:
         """Run every online data migration, of every release, until done."""
         return self._migrate(None, Throttle(batch_size, pause, target_time), json)
 
+    @error_exit(data.ERRORS)
     @args("--max-count", type=int, help="rows to look at in this pass")
     @throttle_flags
     @json_flag

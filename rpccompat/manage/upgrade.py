@@ -6,7 +6,8 @@ old nodes run is the normal mixed period); a failure stops it: the contract
 is blocked, MySQL would refuse the sync triggers, or the code and the
 database disagree about their history.
 
-Exit codes (oslo.upgradecheck): 0 success, 1 warnings, 2 failure.
+Exit codes (oslo.upgradecheck's): 0 success, 1 warnings, 2 failure, 255 the
+checks could not run (e.g. the database is unreachable); 127 bad input.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from oslo_upgradecheck.upgradecheck import Code, Result
 from rpccompat.db import Check
 from rpccompat.db.database import mysql_trigger_refusal
 from rpccompat.exceptions import MigrationError, UnknownRelease
-from rpccompat.manage.base import Context, json_flag
+from rpccompat.manage.base import Context, error_exit, json_flag
 from rpccompat.manage.service import Survey, pin_line, survey
+
+CHECKS_FAILED_TO_RUN = 255  # oslo.upgradecheck's code: not a check's result
 
 
 def _guarded(check: Callable[[Checks], Result]) -> Callable[[Checks], Result]:
@@ -159,6 +162,7 @@ class UpgradeCommands:
     def __init__(self, context: Context) -> None:
         self.context = context
 
+    @error_exit(CHECKS_FAILED_TO_RUN)
     @json_flag
     def check(self, json: bool = False) -> int:
         """Every readiness check; exit 0 success, 1 warnings, 2 failure."""

@@ -145,3 +145,20 @@ def test_no_command_prints_a_password(postgresql_url, rabbit_user, tmp_path, cap
     assert outputs["db contract"].code == 0  # the last one: every step really ran
     announced = outputs["service force-down volume node-1"]
     assert "announced on the control fanout" in announced.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["upgrade", "check"], 255),  # oslo.upgradecheck's: 1 is a warning
+        (["db", "migrate"], 2),  # 1 is "more to do"
+        (["db", "online_data_migrations", "--max-count", "5"], 2),
+        (["db", "check"], ERROR),
+    ],
+)
+def test_an_unreachable_server_never_exits_with_a_code_that_means_a_result(
+    argv, code
+):
+    run = manage("--db-url", "postgresql+psycopg2://postgres@127.0.0.1:1/x", *argv)
+    assert run.returncode == code
+    assert "cannot use the database at" in error_line(run.stderr)
