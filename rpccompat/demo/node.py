@@ -154,10 +154,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         for f in dataclasses.fields(Settings)
         if getattr(args, f.name) is not None
     }
-    settings = dataclasses.replace(settings_from(conf), **overrides)
-    if not settings.transport_url:
-        parser.error("no transport: pass --transport-url or a --config-file with one")
-    return args, settings
+    return args, dataclasses.replace(settings_from(conf), **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

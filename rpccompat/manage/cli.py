@@ -28,6 +28,7 @@ from rpccompat.manage.db import DbCommands
 from rpccompat.manage.service import ServiceCommands
 from rpccompat.manage.upgrade import UpgradeCommands
 
+INTERRUPTED = 130  # as a shell reports SIGINT
 ARG_PREFIX = "arg_"  # keeps command arguments apart from oslo.config's options
 CATEGORIES: dict[str, Callable[[Context], Any]] = {
     "service": ServiceCommands,
@@ -109,12 +110,19 @@ class Manage:
         except SystemExit as e:  # argparse has printed usage and the error
             return BAD_INPUT if e.code == 2 else int(e.code or 0)
         except cfg.Error as e:
-            return _fail(f"{self.prog}: bad configuration: {e}", BAD_INPUT, [])
+            return _fail(
+                f"{self.prog}: bad configuration: {e}; check the --config-file "
+                "paths and what they hold",
+                BAD_INPUT,
+                [],
+            )
         _apply_overrides(conf)
         secrets = passwords(conf.database.connection) + passwords(conf.transport_url)
         _configure_logging(conf.debug, secrets)
         try:
             return _dispatch(conf)
+        except KeyboardInterrupt:
+            return INTERRUPTED
         except Exception as e:
             if conf.debug:
                 raise
