@@ -267,7 +267,8 @@ def run(
                     migration, context, totals, budget, throttle, progress
                 )
         except Exception as e:  # reported per migration, see the docstring
-            totals.error = f"{type(e).__name__}: {e}"
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            totals.error = f"{type(e).__name__}: {first_line}"
         _record(engine, totals)
     return results
 

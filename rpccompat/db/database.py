@@ -243,7 +243,16 @@ class Database:
 
         ``max_count`` bounds the rows looked at in this run (one pass of
         ``online_data_migrations``); None runs until all are complete.
+        Refused before expand: a migration finding nothing to do on the old
+        shape would be recorded complete, and rows the old release writes
+        before the triggers exist would never be converted.
         """
+        behind = [v.tree for v in self.versions() if v.behind(EXPAND)]
+        if behind:
+            raise MigrationError(
+                f"data migrations need the expanded schema, and {', '.join(behind)} "
+                f"is not expanded yet: run {MANAGE} db expand first"
+            )
         results: list[data.Totals] = []
         for tree in self.trees:
             budget = (

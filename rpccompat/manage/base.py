@@ -31,9 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CommandError(RPCCompatError):
-    """One line for the operator (what, why, what to do) and an exit code."""
+    """One line for the operator (what, why, what to do) and an exit code
+    (None: the command's own failure code, see ``error_exit``)."""
 
-    def __init__(self, message: str, code: int = ERROR) -> None:
+    def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
 

@@ -213,7 +213,7 @@ def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
 
 
 def _code(error: Exception, failed: int) -> int:
-    if isinstance(error, CommandError):
+    if isinstance(error, CommandError) and error.code is not None:
         return error.code
     return NOT_FOUND if isinstance(error, ServiceNotFound) else failed
 

@@ -271,4 +271,7 @@ class DbCommands:
         print(table)
 
     def _next_step(self, status: Status) -> str:
-        return NEXT_STEP[status.code].format(prog=self.context.prog)
+        prog = self.context.prog
+        if all(v.expand is None and v.contract is None for v in status.versions):
+            return f"empty database: {prog} db sync installs it (or db expand)"
+        return NEXT_STEP[status.code].format(prog=prog)

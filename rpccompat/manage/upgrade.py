@@ -21,6 +21,7 @@ from oslo_upgradecheck.upgradecheck import Code, Result
 
 from rpccompat.db import Check
 from rpccompat.db.database import mysql_trigger_refusal
+from rpccompat.db.tree import EXPAND
 from rpccompat.exceptions import MigrationError, UnknownRelease
 from rpccompat.manage.base import Context, error_exit, json_flag
 from rpccompat.manage.service import Survey, pin_line, survey
@@ -87,11 +88,16 @@ class Checks(upgradecheck.UpgradeCommands):
 
     @_guarded
     def _data_migrations(self) -> Result:
-        pending = self.context.database.pending_migrations()
+        database, prog = self.context.database, self.context.prog
+        pending = database.pending_migrations()
+        expanded = not any(v.behind(EXPAND) for v in database.versions())
+        todo = (
+            f"{prog} db migrate" if expanded else f"{prog} db expand, then db migrate"
+        )
         return _result(
             Code.WARNING,
             [f"{name} has rows left" for name in pending]
-            + ([f"run {self.context.prog} db migrate"] if pending else []),
+            + ([f"run {todo}"] if pending else []),
             "every data migration is complete",
         )
 

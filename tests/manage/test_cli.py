@@ -156,9 +156,7 @@ def test_no_command_prints_a_password(postgresql_url, rabbit_user, tmp_path, cap
         (["db", "check"], ERROR),
     ],
 )
-def test_an_unreachable_server_never_exits_with_a_code_that_means_a_result(
-    argv, code
-):
+def test_an_unreachable_server_never_exits_with_a_code_that_means_a_result(argv, code):
     run = manage("--db-url", "postgresql+psycopg2://postgres@127.0.0.1:1/x", *argv)
     assert run.returncode == code
     assert "cannot use the database at" in error_line(run.stderr)

@@ -114,3 +114,23 @@ def test_lint_passes_the_sample_and_fails_a_drop_in_expand(operator, tmp_path):
     rules = {(f["rule"], f["dialect"]) for f in run.json()["findings"]}
     assert ("drop-in-expand", "postgresql") in rules
     assert {f["dialect"] for f in run.json()["findings"]} == {"postgresql"}
+
+
+def test_migrations_are_refused_before_expand(engine, operator):
+    """Finding nothing on the old shape must not mark a backfill complete:
+    rows the old release wrote before the triggers would never be converted."""
+    for argv in (["db", "migrate"], ["db", "online_data_migrations"]):
+        run = operator(*argv)
+        assert run.code == 2
+        assert "volumes is not expanded yet: run rpccompat-manage db expand" in run.err
+    assert operator("db", "check", "--json").json()["pending_migrations"] == [
+        "volumes/backfill_volumes_name_sync"
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_empty_database_is_told_to_sync(db_url, operator):
+    run = operator("db", "check")
+    assert run.code == Check.EXPAND_NEEDED
+    assert run.out.startswith("empty database: rpccompat-manage db sync installs it")
+    assert operator("upgrade", "check").code == 255  # no services table to read
