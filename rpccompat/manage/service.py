@@ -15,6 +15,7 @@ import datetime
 from typing import Any
 
 import prettytable
+from oslo_config import cfg
 
 from rpccompat.manage.base import OK, Context, args, json_flag, print_json
 from rpccompat.pins import Pin
@@ -97,26 +98,32 @@ def survey(context: Context) -> Survey:
     """Who runs what, who counts, and who holds each pin, as of now."""
     services = context.registry.services()
     pins = context.pins(services)
-    conf = context.conf
     now = utcnow()
-    views = []
-    for service in services:
-        silent_for = (
-            None
-            if service.updated_at is None
-            else round((now - service.updated_at).total_seconds(), 1)
-        )
-        counted = service.is_up(conf.service_down_time, now)
-        late = silent_for is None or silent_for > MISSED_HEARTBEATS * (
-            conf.report_interval
-        )
-        holds = tuple(
-            b for b, pin in pins.items() if any(h.id == service.id for h in pin.holders)
-        )
-        views.append(
-            ServiceView(service, counted and not late, counted, silent_for, holds)
-        )
-    return Survey(views, pins, conf.service_down_time, context.prog)
+    views = [_view(service, pins, context.conf, now) for service in services]
+    return Survey(views, pins, context.conf.service_down_time, context.prog)
+
+
+def _view(
+    service: ServiceInfo,
+    pins: dict[str, Pin],
+    conf: cfg.ConfigOpts,
+    now: datetime.datetime,
+) -> ServiceView:
+    """Up: heard from lately.  Counted: the pins still include it, which
+    lasts until its heartbeat is service_down_time old."""
+    silent_for = (
+        None
+        if service.updated_at is None
+        else round((now - service.updated_at).total_seconds(), 1)
+    )
+    late = silent_for is None or silent_for > MISSED_HEARTBEATS * conf.report_interval
+    counted = service.is_up(conf.service_down_time, now)
+    holds = tuple(
+        binary
+        for binary, pin in pins.items()
+        if service.id in {holder.id for holder in pin.holders}
+    )
+    return ServiceView(service, counted and not late, counted, silent_for, holds)
 
 
 def pin_line(pin: Pin) -> str:
