@@ -151,9 +151,7 @@ def _add_parsers(subparsers: Any, commands: Mapping[str, Any]) -> None:
                 description=inspect.getdoc(fn),
             )
             for flags, kwargs in getattr(fn, "arguments", []):
-                dest = kwargs.pop("dest", None) or flags[0].lstrip("-").replace(
-                    "-", "_"
-                )
+                dest = flags[0].lstrip("-").replace("-", "_")
                 if flags[0].startswith("-"):
                     action.add_argument(*flags, dest=ARG_PREFIX + dest, **kwargs)
                 else:
@@ -176,14 +174,13 @@ def _summary(obj: Any) -> str:
 
 
 def _dispatch(conf: cfg.ConfigOpts) -> int:
-    namespace = vars(conf._namespace)
     fn = conf.command.action_fn
-    kwargs = {
-        key[len(ARG_PREFIX) :]: value
-        for key, value in namespace.items()
-        if key.startswith(ARG_PREFIX)
-    }
-    return fn(**kwargs)
+    return fn(
+        **{
+            name: getattr(conf.command, ARG_PREFIX + name)
+            for name in inspect.signature(fn).parameters
+        }
+    )
 
 
 def _apply_overrides(conf: cfg.ConfigOpts) -> None:

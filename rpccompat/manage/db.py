@@ -234,7 +234,7 @@ class DbCommands:
         trees = [FRAMEWORK, *self.context.trees]
         findings = [f for t in trees for f in lint.lint(t, dialect or DIALECTS)]
         problems = [p for t in trees for p in t.problems()]
-        failed = bool(lint.errors(findings) or problems)
+        errors = lint.errors(findings)
         if json:
             print_json(
                 {
@@ -246,11 +246,11 @@ class DbCommands:
             for line in [*problems, *map(str, findings)]:
                 print(line)
             print(
-                f"{len(lint.errors(findings))} error(s), "
-                f"{len(findings) - len(lint.errors(findings))} allowed, "
+                f"{len(errors)} error(s), "
+                f"{len(findings) - len(errors)} allowed, "
                 f"{len(problems)} tree problem(s) in {len(trees)} tree(s)"
             )
-        return ERROR if failed else OK
+        return ERROR if errors or problems else OK
 
     def _print_versions(self, status: Status | None = None) -> None:
         versions = (status or self.context.database.status()).versions
