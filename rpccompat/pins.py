@@ -17,6 +17,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import oslo_messaging as messaging
 
@@ -50,11 +51,24 @@ class Pin:
         return ", ".join(f"{s.name} ({s.release})" for s in self.holders) or "-"
 
     def describe(self) -> str:
-        held = f" held by {self.holder_names}" if self.holders else ""
+        """One line: the cap, and who holds it (or why nobody does)."""
+        if self.source != AUTO:
+            held = self.source
+        else:
+            held = self.holder_names if self.holders else "nobody (newest release)"
         return (
             f"{self.binary}: rpc {self.rpc_version}, objects {self.objects_version} "
-            f"({self.release}, {self.source}){held}"
+            f"({self.release}), held by {held}"
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rpc_version": self.rpc_version,
+            "objects_version": self.objects_version,
+            "release": self.release,
+            "source": self.source,
+            "holders": [s.name for s in self.holders],
+        }
 
 
 def compute_pin(
@@ -100,9 +114,29 @@ def compute_pin(
         key=lambda r: history.index(r.name),
     )
     return dataclasses.replace(
-        _pin(binary, release, "auto", rpc_version=rpc, objects_version=objects),
+        _pin(binary, release, AUTO, rpc_version=rpc, objects_version=objects),
         holders=holders,
     )
+
+
+def compute_pins(
+    history: History,
+    services: list[ServiceInfo],
+    *,
+    upgrade_levels: Mapping[str, str],
+    down_time: float,
+) -> dict[str, Pin]:
+    """Every binary's pin from one read of the services table."""
+    return {
+        binary: compute_pin(
+            history,
+            binary,
+            services,
+            level=upgrade_levels.get(binary, AUTO),
+            down_time=down_time,
+        )
+        for binary in history.binaries
+    }
 
 
 def _capped(version: str | None, own: str) -> str:
@@ -170,8 +204,12 @@ class Pins:
 
     def refresh(self) -> dict[str, Pin]:
         """Recompute every pin from the services table, with one query."""
-        services = self.registry.services()
-        pins = {b: self._compute(b, services) for b in self.history.binaries}
+        pins = compute_pins(
+            self.history,
+            self.registry.services(),
+            upgrade_levels=self.upgrade_levels,
+            down_time=self.service_down_time,
+        )
         with self._lock:
             old = self._cache
             self._cache = {b: p for b, p in pins.items() if p.source != NO_SERVICES}
@@ -189,15 +227,6 @@ class Pins:
     def on_change(self, callback: Callable[[dict[str, Pin]], None]) -> None:
         """Call ``callback(pins)`` after every refresh (demo, CLI, metrics)."""
         self._listeners.append(callback)
-
-    def _compute(self, binary: str, services: list[ServiceInfo]) -> Pin:
-        return compute_pin(
-            self.history,
-            binary,
-            services,
-            level=self.upgrade_levels.get(binary, AUTO),
-            down_time=self.service_down_time,
-        )
 
     def start(self, transport: messaging.Transport) -> None:
         """Refresh now, then on the timer and on every control announcement."""

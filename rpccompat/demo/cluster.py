@@ -27,7 +27,7 @@ from rpccompat.db import Throttle
 from rpccompat.demo import beta, schema
 from rpccompat.demo.node import API, VOLUME, Node, Settings, make_conf
 from rpccompat.exceptions import ContractRefused
-from rpccompat.pins import Pin, Pins
+from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
 
@@ -72,19 +72,6 @@ class ProcessNode:
         out, _ = self._proc.communicate(timeout=120)
         lines = [line for line in out.splitlines() if line.startswith("{")]
         return json.loads(lines[-1]) if lines else {}
-
-
-def pins_view(pins: dict[str, Pin]) -> dict[str, Any]:
-    return {
-        binary: {
-            "rpc_version": pin.rpc_version,
-            "objects_version": pin.objects_version,
-            "release": pin.release,
-            "source": pin.source,
-            "holders": [s.name for s in pin.holders],
-        }
-        for binary, pin in pins.items()
-    }
 
 
 def check_rows(
@@ -239,7 +226,7 @@ class RollingUpgrade:
         ]
         step = {
             "step": what,
-            "pins": pins_view(self.observer.current()),
+            "pins": {b: p.as_dict() for b, p in self.observer.current().items()},
             "services": [
                 f"{s.name} {s.release} {s.state(self.settings.service_down_time)}"
                 for s in self.registry.services()

@@ -159,26 +159,17 @@ class Context:
             )
         return ServiceRegistry(self.engine)
 
-    def upgrade_level(self, binary: str) -> str:
-        levels = getattr(self.conf, "upgrade_levels", None)
-        return getattr(levels, binary, pins.AUTO) if levels else pins.AUTO
-
     def pins(self, services: list[ServiceInfo]) -> dict[str, pins.Pin]:
         """The pins every client computes now from ``services`` (empty with
         no history to compute them from)."""
-        history = self.history
-        if history is None:
+        if self.history is None:
             return {}
-        return {
-            binary: pins.compute_pin(
-                history,
-                binary,
-                services,
-                level=self.upgrade_level(binary),
-                down_time=self.conf.service_down_time,
-            )
-            for binary in history.binaries
-        }
+        return pins.compute_pins(
+            self.history,
+            services,
+            upgrade_levels=dict(self.conf.upgrade_levels.items()),
+            down_time=self.conf.service_down_time,
+        )
 
     def announce(self, event: str, binary: str, host: str) -> str:
         """Tell running processes to refresh their pins; say how they will."""

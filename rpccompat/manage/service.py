@@ -126,26 +126,6 @@ def _view(
     return ServiceView(service, counted and not late, counted, silent_for, holds)
 
 
-def pin_line(pin: Pin) -> str:
-    holders = pin.holder_names if pin.holders else "nobody (newest release)"
-    if pin.source != "auto":
-        holders = pin.source
-    return (
-        f"{pin.binary}: rpc {pin.rpc_version}, objects {pin.objects_version} "
-        f"({pin.release}), held by {holders}"
-    )
-
-
-def pin_dict(pin: Pin) -> dict[str, Any]:
-    return {
-        "rpc_version": pin.rpc_version,
-        "objects_version": pin.objects_version,
-        "release": pin.release,
-        "source": pin.source,
-        "holders": [s.name for s in pin.holders],
-    }
-
-
 def _iso(moment: datetime.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
 
@@ -164,7 +144,7 @@ class ServiceCommands:
             print_json(
                 {
                     "services": [v.as_dict() for v in found.services],
-                    "pins": {b: pin_dict(p) for b, p in found.pins.items()},
+                    "pins": {b: p.as_dict() for b, p in found.pins.items()},
                     "warnings": found.warnings(),
                 }
             )
@@ -190,7 +170,7 @@ class ServiceCommands:
         if found.pins:
             print("Pins:")
             for pin in found.pins.values():
-                print(f"  {pin_line(pin)}")
+                print(f"  {pin.describe()}")
         else:
             print(
                 "Pins: unknown: no history; list the service's migration tree "

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 from oslo_upgradecheck import upgradecheck
 from oslo_upgradecheck.upgradecheck import Code, Result
 
-from rpccompat.db import Check
+from rpccompat.db import Check, Status
 from rpccompat.db.database import mysql_trigger_refusal
 from rpccompat.db.tree import EXPAND
 from rpccompat.exceptions import MigrationError, UnknownRelease
 from rpccompat.manage.base import Context, error_exit, json_flag
-from rpccompat.manage.service import Survey, pin_line, survey
+from rpccompat.manage.service import Survey, survey
 
 CHECKS_FAILED_TO_RUN = 255  # oslo.upgradecheck's code: not a check's result
 
@@ -53,9 +53,14 @@ class Checks(upgradecheck.UpgradeCommands):
     def __init__(self, context: Context) -> None:
         self.context = context
 
+    # Read once per run and shared by the checks that need them.
     @functools.cached_property
     def survey(self) -> Survey:
         return survey(self.context)
+
+    @functools.cached_property
+    def status(self) -> Status:
+        return self.context.database.status()
 
     @_guarded
     def _services_down_but_counted(self) -> Result:
@@ -80,7 +85,7 @@ class Checks(upgradecheck.UpgradeCommands):
                 Code.WARNING, "no history: list the service's tree in migration_trees"
             )
         held = [
-            pin_line(pin)
+            pin.describe()
             for pin in self.survey.pins.values()
             if pin.release != history.current.name
         ]
@@ -88,9 +93,8 @@ class Checks(upgradecheck.UpgradeCommands):
 
     @_guarded
     def _data_migrations(self) -> Result:
-        database, prog = self.context.database, self.context.prog
-        pending = database.pending_migrations()
-        expanded = not any(v.behind(EXPAND) for v in database.versions())
+        prog, pending = self.context.prog, self.status.pending_migrations
+        expanded = not any(v.behind(EXPAND) for v in self.status.versions)
         todo = (
             f"{prog} db migrate" if expanded else f"{prog} db expand, then db migrate"
         )
@@ -103,8 +107,7 @@ class Checks(upgradecheck.UpgradeCommands):
 
     @_guarded
     def _contract_readiness(self) -> Result:
-        status = self.context.database.status()
-        prog = self.context.prog
+        status, prog = self.status, self.context.prog
         if status.code == Check.CONTRACT_BLOCKED:
             return Result(
                 Code.FAILURE,
@@ -135,21 +138,22 @@ class Checks(upgradecheck.UpgradeCommands):
 
     @_guarded
     def _history_consistency(self) -> Result:
-        database = self.context.database
-        problems = [p for tree in database.trees for p in tree.problems()]
+        problems = [p for tree in self.context.database.trees for p in tree.problems()]
         try:
-            database.versions()  # raises if the database is ahead of the code
+            self.status  # noqa: B018 - raises if the database is ahead of the code
         except MigrationError as e:
             problems.append(str(e))
         if problems:
             return Result(Code.FAILURE, "; ".join(problems))
         history = self.context.history
         unknown = []
-        for service in self.context.registry.services() if history else ():
+        for view in self.survey.services if history else ():
             try:
-                history.index(service.release)
+                history.index(view.service.release)
             except UnknownRelease:
-                unknown.append(f"{service.name} runs unknown {service.release!r}")
+                unknown.append(
+                    f"{view.service.name} runs unknown {view.service.release!r}"
+                )
         return _result(Code.WARNING, unknown, "trees, head files and releases agree")
 
     _upgrade_checks = (
