@@ -26,15 +26,19 @@ def write(engine: sa.Engine, statement: str, **params: object) -> None:
         conn.execute(sa.text(statement), params)
 
 
-def volume(engine: sa.Engine, key: str) -> tuple[str | None, str | None]:
-    """(display_name, name) of one volume."""
+def columns(engine: sa.Engine, table: str, names: str, key: object) -> tuple:
+    """The values of ``names`` (comma-separated) in one row of ``table``."""
     with engine.connect() as conn:
         return tuple(
             conn.execute(
-                sa.text("SELECT display_name, name FROM volumes WHERE id = :id"),
-                {"id": key},
+                sa.text(f"SELECT {names} FROM {table} WHERE id = :id"), {"id": key}
             ).one()
         )
+
+
+def volume(engine: sa.Engine, key: str) -> tuple[str | None, str | None]:
+    """(display_name, name) of one volume."""
+    return columns(engine, "volumes", "display_name, name", key)
 
 
 def insert_alpha(engine: sa.Engine, key: str, display_name: str | None) -> None:
@@ -146,13 +150,7 @@ def disks(engine: sa.Engine) -> sa.Engine:
 
 def disk(engine: sa.Engine, key: int) -> tuple[int | None, int | None]:
     """(size_gb, size_mb) of one disk."""
-    with engine.connect() as conn:
-        return tuple(
-            conn.execute(
-                sa.text("SELECT size_gb, size_mb FROM disks WHERE id = :id"),
-                {"id": key},
-            ).one()
-        )
+    return columns(engine, "disks", "size_gb, size_mb", key)
 
 
 def test_a_converting_sync_computes_each_side_from_the_other(disks):
