@@ -20,6 +20,7 @@ from rpccompat.demo.node import Settings
 from rpccompat.engine import safe_url
 
 MEMORY_TRANSPORT = "kombu+memory:////"
+MAX_FAILURES_SHOWN = 20
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             f"pins lifted {result['pin_lift_seconds']}s after the last alpha "
             "volume node stopped"
         )
-        for failure in result["failures"]:
-            print(f"   failure: {failure}")
+        for failure in result["failures"][:MAX_FAILURES_SHOWN]:
+            print(f"   failure: {failure['cause']}")
     return 0 if ok else 1
 
 

@@ -13,11 +13,14 @@ end every row the clients wrote is checked against what they recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,20 +38,32 @@ PIN_LIFT_TIMEOUT = 10.0
 
 
 class ProcessNode:
-    """A node as its own OS process, stopped with SIGTERM like a real one."""
+    """A node as its own OS process, stopped with SIGTERM like a real one.
+
+    ``options`` say where the node finds its database and broker (a config
+    file, or ``settings_options``); ``python`` may be another virtualenv's,
+    so old nodes can run old libraries.  The node's log and, for an api node,
+    its record of calls go to ``workdir``.
+    """
 
     def __init__(
-        self, settings: Settings, release: str, binary: str, host: str, seed: int = 0
+        self,
+        options: list[str],
+        release: str,
+        binary: str,
+        host: str,
+        *,
+        workdir: Path,
+        seed: int = 0,
+        python: str = sys.executable,
     ) -> None:
         self.release, self.binary, self.host = release, binary, host
+        stem = workdir / f"{binary}-{host}-{release}-{seed}"
+        self.record, self.log = stem.with_suffix(".json"), stem.with_suffix(".log")
         self._argv = [
-            sys.executable, "-m", "rpccompat.demo.node",
+            python, "-m", "rpccompat.demo.node", *options,
             "--release", release, "--binary", binary, "--host", host,
-            "--seed", str(seed),
-            "--db-url", settings.db_url, "--transport-url", settings.transport_url,
-            "--report-interval", str(settings.report_interval),
-            "--service-down-time", str(settings.service_down_time),
-            "--pin-refresh-interval", str(settings.pin_refresh_interval),
+            "--seed", str(seed), "--record", str(self.record),
         ]  # fmt: skip
         self._proc: subprocess.Popen[str] | None = None
 
@@ -57,21 +72,38 @@ class ProcessNode:
         return f"{self.binary}@{self.host} ({self.release})"
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL
-        )
+        with self.log.open("a") as log:
+            self._proc = subprocess.Popen(
+                self._argv, stdout=subprocess.PIPE, stderr=log, text=True
+            )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().strip()
         if line != "READY":
             self._proc.kill()
-            raise RuntimeError(f"{self.name} did not start (exit {self._proc.wait()})")
+            raise RuntimeError(
+                f"{self.name} did not start (exit {self._proc.wait()}); see {self.log}"
+            )
 
     def stop(self) -> dict[str, Any]:
-        assert self._proc is not None and self._proc.stdout is not None
+        """Graceful stop; an api node's record of its calls."""
+        assert self._proc is not None
         self._proc.terminate()
-        out, _ = self._proc.communicate(timeout=120)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
+        self._proc.communicate(timeout=120)
+        return json.loads(self.record.read_text()) if self.record.exists() else {}
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is drained, the row stays up."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.communicate(timeout=60)
+
+
+def settings_options(settings: Settings) -> list[str]:
+    """A node's command-line options for ``settings``."""
+    return [
+        f"--{field.name.replace('_', '-')}={getattr(settings, field.name)}"
+        for field in dataclasses.fields(Settings)
+    ]
 
 
 def check_rows(
@@ -111,7 +143,7 @@ class RollingUpgrade:
     ) -> None:
         self.settings = settings
         self.volume_nodes = volume_nodes
-        self.node_class = ProcessNode if processes else Node
+        self.processes = processes
         self.settle = settle
         self.report = report
         self.steps: list[dict[str, Any]] = []
@@ -133,9 +165,12 @@ class RollingUpgrade:
         )
         self.observer.start(transport)
         started = time.monotonic()
+        workdir = tempfile.TemporaryDirectory(prefix="rpccompat-demo-nodes-")
+        self._workdir = Path(workdir.name)
         try:
             result = self._upgrade(engine)
         finally:
+            workdir.cleanup()
             self.observer.stop()
             transport.cleanup()
             engine.dispose()
@@ -200,9 +235,14 @@ class RollingUpgrade:
             raise AssertionError("contract was allowed while alpha nodes still run")
 
     def _start(self, release: str, binary: str, host: str) -> Any:
-        node = self.node_class(
-            self.settings, release, binary, host, seed=len(self.steps)
-        )
+        seed = len(self.steps)
+        if self.processes:
+            options = settings_options(self.settings)
+            node = ProcessNode(
+                options, release, binary, host, workdir=self._workdir, seed=seed
+            )
+        else:
+            node = Node(self.settings, release, binary, host, seed=seed)
         node.start()
         return node
 

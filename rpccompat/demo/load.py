@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
-
-MAX_FAILURES_KEPT = 20
 
 
 def expect(ok: bool, method_name: str, got: Any) -> None:
@@ -16,14 +15,23 @@ def expect(ok: bool, method_name: str, got: Any) -> None:
 
 
 class CountingClient:
-    """Wraps an RPC client; counts calls, failures and their causes."""
+    """Wraps an RPC client; counts calls and times each one.
+
+    A failure keeps its cause and when the call was in flight (wall clock),
+    so a harness can tell whether an injected fault explains it; every call
+    keeps its start and duration, for latency per phase of an upgrade.
+    """
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._lock = threading.Lock()
         self.calls = 0
-        self.failed_calls = 0
-        self.failures: list[str] = []
+        self.failures: list[dict[str, Any]] = []
+        self.timings: list[tuple[float, float]] = []
+
+    @property
+    def failed_calls(self) -> int:
+        return len(self.failures)
 
     def can_send(self, method: str) -> bool:
         return self._client.can_send(method)
@@ -31,23 +39,28 @@ class CountingClient:
     def call(self, context: Any, method: str, **kwargs: Any) -> Any:
         with self._lock:
             self.calls += 1
+        started, clock = time.time(), time.monotonic()
         try:
-            return self._client.call(context, method, **kwargs)
+            result = self._client.call(context, method, **kwargs)
         except Exception as e:
-            self.record_failure(f"{method}: {type(e).__name__}: {e}")
+            self.record_failure(f"{method}: {type(e).__name__}: {e}", started)
             raise
-
-    def record_failure(self, cause: str) -> None:
         with self._lock:
-            self.failed_calls += 1
-            if len(self.failures) < MAX_FAILURES_KEPT:
-                self.failures.append(cause)
+            self.timings.append((started, time.monotonic() - clock))
+        return result
+
+    def record_failure(self, cause: str, started: float | None = None) -> None:
+        """``started`` is when the failed call was sent (default: now)."""
+        ended = time.time()
+        failure = {"cause": cause, "started": started or ended, "ended": ended}
+        with self._lock:
+            self.failures.append(failure)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "calls": self.calls,
-                "failed_calls": self.failed_calls,
+                "failed_calls": len(self.failures),
                 "failures": list(self.failures),
             }
 
@@ -130,7 +143,12 @@ class Load:
         return not any(thread.is_alive() for thread in self._threads)
 
     def stop(self) -> dict[str, Any]:
+        """Stop calling; the counters, each call's timing and the sure rows."""
         self._stop.set()
         for thread in self._threads:
             thread.join()
-        return {**self.client.stats(), "rows": self.ledger.expected()}
+        return {
+            **self.client.stats(),
+            "timings": self.client.timings,
+            "rows": self.ledger.expected(),
+        }

@@ -4,9 +4,12 @@
 --config-file volumes.conf`` (or ``--db-url URL --transport-url URL``) runs a
 node until SIGTERM, as a real deployment would; it prints ``READY`` once
 serving and, for an ``api`` node (one that only calls), one JSON line of its
-load counters when it stops.  A config file is read as a service reads its
-own: ``[DEFAULT] transport_url``, ``host``, ``report_interval``,
-``service_down_time``, ``pin_refresh_interval`` and ``[database] connection``.
+load counters when it stops - and with ``--record FILE`` writes there every
+call's timing, each failure with its cause and time, the rows its calls wrote
+and when its pins changed, for a harness to check.  A config file is read
+as a service reads its own: ``[DEFAULT] transport_url``, ``host``,
+``report_interval``, ``service_down_time``, ``pin_refresh_interval`` and
+``[database] connection``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -87,9 +91,11 @@ class Node:
         *,
         load_threads: int = 2,
         max_calls: int | None = None,
+        call_timeout: float = 30.0,
     ) -> None:
         self.release, self.binary, self.host = release, binary, host
         self._load_threads, self._max_calls = load_threads, max_calls
+        self._call_timeout = call_timeout
         self.code = RELEASES[release]
         self._engine = dbengine.create_engine(settings.db_url)
         endpoints = [self.code.VolumeManager(self._engine)] if binary == VOLUME else []
@@ -110,7 +116,9 @@ class Node:
     def start(self) -> None:
         self.service.start()
         if self.binary == API:
-            client = self.service.client(self.code.VolumeManager, timeout=30)
+            client = self.service.client(
+                self.code.VolumeManager, timeout=self._call_timeout
+            )
             self.load = Load(
                 client,
                 self.code.exercise,
@@ -140,6 +148,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         "--max-calls", type=int, help="api: stop by itself after this many calls"
     )
     parser.add_argument(
+        "--call-timeout", type=float, default=30.0, help="api: seconds per call"
+    )
+    parser.add_argument(
+        "--record", type=Path, help="api: write the calls' record here at stop"
+    )
+    parser.add_argument(
         "--config-file", action="append", default=[], help="oslo.config file"
     )
     for field in dataclasses.fields(Settings):
@@ -167,23 +181,36 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         load_threads=args.load_threads,
         max_calls=args.max_calls,
+        call_timeout=args.call_timeout,
     )
-    pin_changes: list[dict[str, Any]] = []
     done = stop_requested()
     node.start()
-    assert node.service.pins is not None
-    node.service.pins.on_change(
-        lambda pins: pin_changes.append(
-            {"at": time.time(), **{b: p.rpc_version for b, p in pins.items()}}
-        )
-    )
+    pin_changes = watch_pins(node)
     print("READY", flush=True)
     while not done.wait(0.1):
         if args.max_calls is not None and node.load is not None and node.load.finished:
             break
-    stats = node.stop()
-    print(json.dumps({**stats, "pin_changes": pin_changes}), flush=True)
+    record = {**node.stop(), "pin_changes": pin_changes}
+    if args.record is not None:
+        args.record.write_text(json.dumps(record))
+    summary = ("calls", "failed_calls", "failures")
+    print(json.dumps({k: record[k] for k in summary if k in record}), flush=True)
     return 0
+
+
+def watch_pins(node: Node) -> list[dict[str, Any]]:
+    """Each change of the node's pins, with when it happened (wall clock)."""
+    assert node.service.pins is not None
+    changes: list[dict[str, Any]] = []
+
+    def record(pins: dict[str, Any]) -> None:
+        versions = {binary: pin.rpc_version for binary, pin in pins.items()}
+        if not changes or changes[-1]["rpc"] != versions:
+            changes.append({"at": time.time(), "rpc": versions})
+
+    node.service.pins.on_change(record)
+    record(node.service.pins.current())
+    return changes
 
 
 if __name__ == "__main__":
