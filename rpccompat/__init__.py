@@ -3,9 +3,10 @@
 Everything a service developer touches::
 
     from rpccompat import History, Release, Endpoint, method, Service
-    from rpccompat import ObjectRegistry, VersionedObject
+    from rpccompat import ObjectRegistry, VersionedObject, retry_on_disconnect
 """
 
+from rpccompat.engine import retry_on_disconnect
 from rpccompat.exceptions import (
     HistoryError,
     IncompatibleCall,
@@ -45,4 +46,5 @@ __all__ = [
     "UnknownVersion",
     "VersionedObject",
     "method",
+    "retry_on_disconnect",
 ]

@@ -7,12 +7,19 @@ timeout instead of failing on ``database is locked``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+
+LOG = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> sa.Engine:
@@ -24,6 +31,42 @@ def create_engine(url: str | URL, **kwargs: Any) -> sa.Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
+
+
+def retry_on_disconnect(
+    fn: F | None = None, *, attempts: int = 3, delay: float = 0.1
+) -> Any:
+    """Run ``fn`` again when the database dropped its connection under it.
+
+    A failover, a proxy restart or an idle timeout kills connections in the
+    middle of a transaction; the pool's pre-ping only catches idle ones.  An
+    RPC method would fail its caller for a fault the caller cannot see, so
+    the method runs again on a fresh connection.  ``fn`` must be idempotent
+    (the lost transaction may have committed before the connection went):
+    take generated keys as arguments or create them before the first try.
+    """
+    if fn is None:
+        return functools.partial(retry_on_disconnect, attempts=attempts, delay=delay)
+
+    @functools.wraps(fn)
+    def retrying(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, attempts):
+            try:
+                return fn(*args, **kwargs)
+            except sa.exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                LOG.warning(
+                    "%s: database connection lost (%s); try %d of %d",
+                    fn.__qualname__,
+                    str(e.orig).strip().splitlines()[0],
+                    attempt + 1,
+                    attempts,
+                )
+                time.sleep(delay)
+        return fn(*args, **kwargs)
+
+    return retrying
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

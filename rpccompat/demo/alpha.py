@@ -16,6 +16,7 @@ from rpccompat import (
     Release,
     VersionedObject,
     method,
+    retry_on_disconnect,
 )
 from rpccompat.demo.load import Ledger, expect
 
@@ -95,26 +96,34 @@ class VolumeManager(Endpoint):
 
     @method(since="1.0")
     def create_volume(self, context: dict, name: str, size: int) -> Volume:
-        volume_id = str(uuid.uuid4())
+        return self._create(str(uuid.uuid4()), display_name=name, size=size)
+
+    @retry_on_disconnect
+    def _create(self, volume_id: str, **values: Any) -> Volume:
+        """Idempotent by key: a retry after a lost commit finds its row."""
         with self.engine.begin() as conn:
-            conn.execute(
-                volumes.insert().values(
-                    id=volume_id, display_name=name, size=size, status="available"
+            if not conn.scalar(
+                sa.select(volumes.c.id).where(volumes.c.id == volume_id)
+            ):
+                conn.execute(
+                    volumes.insert().values(id=volume_id, status="available", **values)
                 )
-            )
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def get_volume(self, context: dict, volume_id: str) -> Volume:
         with self.engine.connect() as conn:
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def list_volumes(self, context: dict) -> list[Volume]:
         with self.engine.connect() as conn:
             return [Volume.from_row(r) for r in conn.execute(sa.select(volumes))]
 
     @method(since="1.0")
+    @retry_on_disconnect
     def attach_volume(
         self, context: dict, volume_id: str, host: str, mountpoint: str
     ) -> Volume:
@@ -127,6 +136,7 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def update_volume(self, context: dict, volume: Volume) -> Volume:
         changes = volume.obj_get_changes()
         values = {
@@ -142,6 +152,7 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume.id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def delete_volume(self, context: dict, volume_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(volumes.delete().where(volumes.c.id == volume_id))

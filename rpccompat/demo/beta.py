@@ -17,6 +17,7 @@ from rpccompat import (
     Release,
     VersionedObject,
     method,
+    retry_on_disconnect,
 )
 from rpccompat.db import ColumnSync
 from rpccompat.demo.load import Ledger, expect
@@ -142,30 +143,36 @@ class VolumeManager(Endpoint):
     def create_volume(
         self, context: dict, name: str, size: int, description: str | None = None
     ) -> Volume:
-        volume_id = str(uuid.uuid4())
+        return self._create(
+            str(uuid.uuid4()), name=name, size=size, description=description
+        )
+
+    @retry_on_disconnect
+    def _create(self, volume_id: str, **values: Any) -> Volume:
+        """Idempotent by key: a retry after a lost commit finds its row."""
         with self.engine.begin() as conn:
-            conn.execute(
-                volumes.insert().values(
-                    id=volume_id,
-                    name=name,
-                    size=size,
-                    status="available",
-                    description=description,
+            if not conn.scalar(
+                sa.select(volumes.c.id).where(volumes.c.id == volume_id)
+            ):
+                conn.execute(
+                    volumes.insert().values(id=volume_id, status="available", **values)
                 )
-            )
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def get_volume(self, context: dict, volume_id: str) -> Volume:
         with self.engine.begin() as conn:
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def list_volumes(self, context: dict) -> list[Volume]:
         with self.engine.begin() as conn:
             return self._read(conn)
 
     @method(since="1.0", args={"mode": "1.1"})
+    @retry_on_disconnect
     def attach_volume(
         self,
         context: dict,
@@ -188,6 +195,7 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def update_volume(self, context: dict, volume: Volume) -> Volume:
         changes = volume.obj_get_changes()
         values = {
@@ -207,6 +215,7 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume.id)
 
     @method(since="1.1", fallback=_extend_on_alpha)
+    @retry_on_disconnect
     def extend_volume(self, context: dict, volume_id: str, new_size: int) -> Volume:
         with self.engine.begin() as conn:
             current = self._load(conn, volume_id)
@@ -218,6 +227,7 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume_id)
 
     @method(since="1.0")
+    @retry_on_disconnect
     def delete_volume(self, context: dict, volume_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(volumes.delete().where(volumes.c.id == volume_id))
