@@ -174,13 +174,22 @@ QUIET = ("--pin-refresh-interval", "600", "--load-threads", "0")
 
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"])
 def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
-    request, rabbit_url, backend
+    request, rabbit_url, backend, tmp_path
 ):
     """No restart, no signal to the clients, timer far away: the fanout does it."""
     db_url = request.getfixturevalue(f"{backend}_url")
     registry = ServiceRegistry(mixed_period_database(db_url))
     nodes = {
-        name: spawn_node(db_url, rabbit_url, release, binary, name, *QUIET)
+        name: spawn_node(
+            db_url,
+            rabbit_url,
+            release,
+            binary,
+            name,
+            *QUIET,
+            "--record",
+            str(tmp_path / f"{name}.json"),
+        )
         for name, release, binary in [
             ("old-volume", "alpha", "volume"),
             ("new-volume", "beta", "volume"),
@@ -196,12 +205,11 @@ def test_pins_lift_in_other_processes_within_2s_of_the_last_graceful_stop(
         assert nodes["old-volume"].wait(timeout=60) == 0
         time.sleep(2.5)
     finally:
-        outputs = {}
         for name in ("api-beta", "new-volume", "old-volume"):  # clients first
             nodes[name].terminate()
-            outputs[name] = nodes[name].communicate(timeout=60)[0]
+            nodes[name].communicate(timeout=60)
         registry.engine.dispose()
-    api = json.loads(outputs["api-beta"].splitlines()[-1])
-    lifted = [c["at"] for c in api["pin_changes"] if c["volume"] == "1.1"]
+    api = json.loads((tmp_path / "api-beta.json").read_text())
+    lifted = [c["at"] for c in api["pin_changes"] if c["rpc"]["volume"] == "1.1"]
     assert lifted, f"pin never lifted: {api['pin_changes']}"
     assert lifted[0] - stopped_at < 2.0
