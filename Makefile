@@ -3,8 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The sample service's old release (alpha) runs in a rolling-upgrade test with
+# the old libraries too: .venv-alpha holds this repo on the OpenStack 2025.2
+# oslo.* set pinned in $(ALPHA_CONSTRAINTS).
+ALPHA_VENV := .venv-alpha
+ALPHA_BIN := $(ALPHA_VENV)/bin
+ALPHA_STAMP := $(ALPHA_VENV)/.installed
+ALPHA_CONSTRAINTS := requirements/alpha-libraries.txt
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean alpha-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +19,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+alpha-venv: $(ALPHA_STAMP)
+
+$(ALPHA_STAMP): setup.cfg pyproject.toml $(ALPHA_CONSTRAINTS)
+	$(PYTHON) -m venv $(ALPHA_VENV)
+	$(ALPHA_BIN)/pip install --quiet --upgrade pip
+	$(ALPHA_BIN)/pip install --quiet -c $(ALPHA_CONSTRAINTS) -e '.[mysql,postgresql]'
+	touch $(ALPHA_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/rpccompat-demo
 
-test: $(STAMP)
+test: $(STAMP) $(ALPHA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 -q
@@ -32,4 +47,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(ALPHA_VENV) *.egg-info .pytest_cache .ruff_cache

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from rpccompat.demo import faults
 from rpccompat.demo.harness import latency_by_phase
+from tests.conftest import unavailable
+
+ALPHA_PYTHON = Path(__file__).parents[2] / ".venv-alpha" / "bin" / "python"
+OLD_LIBRARIES = ("oslo.messaging", "oslo.versionedobjects")
 
 
 def upgrade_test(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +89,34 @@ def test_faults_lose_no_row_and_explain_every_failed_call(postgresql_url, rabbit
     assert ("db migrate (SIGKILLed)", -9) in [
         (run["command"], run["exit_code"]) for run in report["operator"]
     ]
+    assert done.returncode == 0
+
+
+def versions_in(python: Path) -> dict[str, str]:
+    script = (
+        "import json, sys; from importlib import metadata; "
+        "print(json.dumps({n: metadata.version(n) for n in sys.argv[1:]}))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", script, *OLD_LIBRARIES], capture_output=True, text=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_alpha_nodes_on_a_year_older_oslo_libraries_lose_no_call(mysql_url, rabbit_url):
+    if not ALPHA_PYTHON.exists():
+        unavailable(".venv-alpha", "build it with `make alpha-venv`")
+    old = versions_in(ALPHA_PYTHON)
+    for name in OLD_LIBRARIES:
+        assert Version(old[name]) < Version(metadata.version(name)), name
+    done = upgrade_test(
+        "--db-url", mysql_url, "--transport-url", rabbit_url, "--seed", "11",
+        "--alpha-python", str(ALPHA_PYTHON), "--seed-rows", "500",
+    )  # fmt: skip
+    report = report_of(done)
+    assert (report["failed_calls"], report["failures"]) == (0, [])
+    assert (report["lost_rows"], report["wrong_rows"]) == (0, 0)
+    assert report["calls"] > 500
     assert done.returncode == 0
 
 
