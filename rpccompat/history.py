@@ -9,6 +9,7 @@ the operator CLI all read it, so a release's wire format is stated once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -18,8 +19,13 @@ from oslo_utils import versionutils
 from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
 
 
+@functools.lru_cache(maxsize=1024)
 def version_tuple(version: str) -> tuple[int, ...]:
-    """``"1.10"`` -> ``(1, 10)``; a clear error for anything else."""
+    """``"1.10"`` -> ``(1, 10)``; a clear error for anything else.
+
+    Cached: every call a client sends compares a few versions, always the
+    same few.
+    """
     try:
         return versionutils.convert_version_to_tuple(version)
     except (TypeError, ValueError):

@@ -30,6 +30,21 @@ def test_backport_to_a_manifest_backports_children_too():
     assert isinstance(rebuilt.attachment, alpha.Attachment)
 
 
+def test_an_object_at_the_manifest_is_sent_as_the_compat_pass_would_send_it():
+    volume, manifest = _beta_volume(), dict(beta.HISTORY.current.objects)
+    assert backport(volume, manifest) == volume.obj_to_primitive(
+        target_version="1.1", version_manifest=manifest
+    )
+
+
+def test_a_child_behind_the_manifest_is_backported_under_a_parent_at_it():
+    primitive = backport(_beta_volume(), {"Volume": "1.1", "Attachment": "1.0"})
+    assert "description" in primitive["versioned_object.data"]
+    child = primitive["versioned_object.data"]["attachment"]
+    assert child["versioned_object.version"] == "1.0"
+    assert "mode" not in child["versioned_object.data"]
+
+
 def test_object_missing_from_the_manifest_is_refused_before_sending():
     with pytest.raises(IncompatibleObject, match="cannot send a Volume"):
         backport(_beta_volume(), {"Attachment": "1.0"})
