@@ -35,7 +35,12 @@ test: $(STAMP) $(ALPHA_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 -q
 
+# The quick figures first; db_migration (1,000,000 rows) takes the most time.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/object_backport.py
+	$(BIN)/python benchmarks/rpc_round_trip.py
+	$(BIN)/python benchmarks/triggered_writes.py
+	$(BIN)/python benchmarks/pins_lift.py
 	$(BIN)/python benchmarks/db_migration.py
 
 lint: $(STAMP)

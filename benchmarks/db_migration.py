@@ -22,43 +22,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import multiprocessing
 import queue
-import random
-import signal
 import sys
 import tempfile
 import threading
 import time
-import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import common  # first: it silences eventlet's import-time warning
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
-# rpccompat imports oslo.service, which imports eventlet, which warns on import.
-warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-
-from rpccompat.db import data  # noqa: E402
-from rpccompat.db.data import (  # noqa: E402
+from rpccompat.db import data
+from rpccompat.db.data import (
     Backfill,
     DataMigration,
     DataMigrations,
     Throttle,
 )
-from rpccompat.db.database import Database  # noqa: E402
-from rpccompat.db.sync import ColumnSync  # noqa: E402
-from rpccompat.db.tree import MigrationTree  # noqa: E402
-from rpccompat.engine import create_engine, safe_url  # noqa: E402
+from rpccompat.db.database import Database
+from rpccompat.db.sync import ColumnSync
+from rpccompat.db.tree import MigrationTree
+from rpccompat.engine import create_engine
 
-DEFAULT_URLS = {
-    "mysql": "mysql+pymysql://root@127.0.0.1:3306/test",
-    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-}
+BACKENDS = ("mysql", "postgresql")
 # The writer-stall aim: no write waits longer than this.
 STALL_AIM = 0.100
 # Chosen by measuring (see benchmarks/README.md): a batch aims at 40 ms so
@@ -67,118 +57,12 @@ STALL_AIM = 0.100
 # on MariaDB a first batch of 5,000 already took 100-190 ms.
 DEFAULT_TARGET_TIME = 0.040
 DEFAULT_BATCH_SIZE = 1_000
-FILL_CHUNK = 100_000
 BASELINE_SECONDS = 2.0
+WRITER_START_LIMIT = 60.0
 TAIL_SECONDS = 0.5
 
 
-class BenchError(Exception):
-    """A failure worth one line to the operator, not a traceback."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def emit(record: dict[str, Any], human: str) -> None:
-    """One JSON line for machines, one line for people, on stdout."""
-    print(json.dumps(record), flush=True)
-    print(human, flush=True)
-
-
-# -- scratch databases ------------------------------------------------------
-
-
-def admin_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
-
-
-def check_reachable(backend: str, url: str) -> None:
-    """Fail in a second, not after another backend's minutes of work."""
-    engine = admin_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise BenchError(f"{backend}: cannot reach {safe_url(url)}: {reason}") from e
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def scratch_database(url: str) -> Iterator[URL]:
-    """A database of its own, dropped afterwards whatever happened."""
-    name = f"rpccompat_bench_{uuid.uuid4().hex[:12]}"
-    engine = admin_engine(url)
-    force = " WITH (FORCE)" if engine.dialect.name == "postgresql" else ""
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        log(f"created database {name}")
-        try:
-            yield make_url(url).set(database=name)
-        finally:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-            log(f"dropped database {name}")
-    finally:
-        engine.dispose()
-
-
-# -- tables ------------------------------------------------------------------
-
-
-def create_table(
-    engine: sa.Engine, table: str, *, with_name: bool, autovacuum: bool = True
-) -> None:
-    """The demo's ``volumes`` rename, reduced to the columns that matter."""
-    name = ", name VARCHAR(255) NULL" if with_name else ""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"CREATE TABLE {table} (id INTEGER NOT NULL PRIMARY KEY, "
-            f"display_name VARCHAR(255), size INTEGER{name})"
-        )
-        if engine.dialect.name == "postgresql" and not autovacuum:
-            conn.exec_driver_sql(
-                f"ALTER TABLE {table} SET (autovacuum_enabled = false)"
-            )
-
-
-def fill_sql(dialect: str, table: str, first: int, last: int) -> str:
-    """One set-based INSERT: the server makes the rows, nothing crosses the wire."""
-    if dialect == "postgresql":
-        return (
-            f"INSERT INTO {table} (id, display_name, size) "
-            f"SELECT g, 'volume-' || g, mod(g, 1000) FROM generate_series({first}, "
-            f"{last}) AS g"
-        )
-    return (
-        f"INSERT INTO {table} (id, display_name, size) "
-        f"SELECT seq, CONCAT('volume-', seq), MOD(seq, 1000) FROM seq_{first}_to_{last}"
-    )
-
-
-def fill(engine: sa.Engine, table: str, rows: int) -> None:
-    started = last_line = time.monotonic()
-    for first in range(1, rows + 1, FILL_CHUNK):
-        last = min(rows, first + FILL_CHUNK - 1)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(fill_sql(engine.dialect.name, table, first, last))
-        now = time.monotonic()
-        if now - last_line >= 2.0 or last == rows:
-            last_line = now
-            log(f"  fill {table}: {last:,}/{rows:,} rows ({now - started:.1f} s)")
-    analyze(engine, table)
-
-
-def analyze(engine: sa.Engine, table: str) -> None:
-    """Statistics (and on PostgreSQL hint bits) as a live table would have them."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
-        else:
-            conn.exec_driver_sql(f"ANALYZE TABLE {table}").all()
+# -- settling and progress ----------------------------------------------------
 
 
 def settle(engine: sa.Engine) -> None:
@@ -202,13 +86,7 @@ def wait_for_purge(conn: sa.Connection, limit: float = 120.0) -> None:
         if length < 1000:
             return
         time.sleep(0.5)
-    log(f"  InnoDB purge still behind after {limit:.0f} s; timing anyway")
-
-
-def install_sync(engine: sa.Engine, sync: ColumnSync) -> None:
-    with engine.begin() as conn:
-        for statement in sync.create_triggers(engine.dialect.name):
-            conn.exec_driver_sql(statement)
+    common.log(f"  InnoDB purge still behind after {limit:.0f} s; timing anyway")
 
 
 class Heartbeat:
@@ -222,7 +100,9 @@ class Heartbeat:
     def _run(self) -> None:
         started = time.monotonic()
         while not self._stop.wait(self.every):
-            log(f"  {self.label}: running for {time.monotonic() - started:.0f} s")
+            common.log(
+                f"  {self.label}: running for {time.monotonic() - started:.0f} s"
+            )
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -272,15 +152,10 @@ def time_online(
     )
     elapsed = time.perf_counter() - started
     if totals.error or not totals.complete:
-        raise BenchError(f"online migration failed: {totals.error or 'incomplete'}")
+        raise common.BenchError(
+            f"online migration failed: {totals.error or 'incomplete'}"
+        )
     return elapsed, totals, timed
-
-
-def count_unconverted(engine: sa.Engine, table: str) -> int:
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(
-            f"SELECT count(*) FROM {table} WHERE name IS NULL OR name <> display_name"
-        ).scalar_one()
 
 
 def online_migration(
@@ -291,18 +166,20 @@ def online_migration(
     for table, sync in zip(tables, syncs, strict=True):
         # No autovacuum: one table's dead rows must not be vacuumed during
         # the other's timing.
-        create_table(engine, table, with_name=True, autovacuum=False)
-        fill(engine, table, rows)
-        install_sync(engine, sync)
+        common.create_table(engine, table, with_name=True, autovacuum=False)
+        common.fill(engine, table, rows)
+        common.install_sync(engine, sync)
     settle(engine)
-    log(f"{backend}: single UPDATE of {rows:,} rows")
+    common.log(f"{backend}: single UPDATE of {rows:,} rows")
     single = time_single_update(engine, tables[0])
     settle(engine)
-    log(f"{backend}: online backfill of {rows:,} rows")
+    common.log(f"{backend}: online backfill of {rows:,} rows")
     online, totals, timed = time_online(engine, "bench", syncs[1], throttle)
-    left = count_unconverted(engine, tables[1])
+    left = common.count_unconverted(engine, tables[1])
     if totals.done != rows or left:
-        raise BenchError(f"backfill converted {totals.done:,} rows, {left:,} left")
+        raise common.BenchError(
+            f"backfill converted {totals.done:,} rows, {left:,} left"
+        )
     report_online(backend, rows, single, online, totals, timed, throttle)
     with engine.begin() as conn:
         for table in tables:
@@ -333,7 +210,7 @@ def report_online(
         "mean_batch_rows": round(rows / max(1, totals.batches)),
         "max_batch_ms": round(1000 * max(timed.times), 1),
     }
-    emit(
+    common.emit(
         record,
         f"{backend}: online migration {online_rate:,.0f} rows/s = "
         f"{record['ratio']:.2f} x single UPDATE ({single_rate:,.0f} rows/s); "
@@ -354,7 +231,6 @@ def describe(throttle: Throttle) -> str:
 # -- 2. writer stalls during expand, migrate and contract ----------------------
 
 STALL_TABLE = "bench_stalls"
-OLD, MIXED, NEW = 0, 1, 2  # which release(s) the writer plays
 
 EXPAND_REVISION = '''\
 """Benchmark expand: {table}.name, kept equal to display_name by triggers."""
@@ -419,25 +295,24 @@ def writer_main(
     rows: int,
     mode: Any,
     stop: Any,
+    connected: Any,
     results: Any,
 ) -> None:
-    """Short single-row transactions until told to stop: (start, end, error)."""
+    """Short single-row transactions until told to stop: (start, end, error).
+
+    ``connected`` is set once the connection is open, so that no phase starts
+    while this process still imports or connects.
+    """
     engine = create_engine(url, pool_size=1)
+    writer = common.RowWriter(table, rows)
     writes: list[tuple[float, float, bool]] = []
-    next_id, turn = rows + 1, 0
     with engine.connect() as conn:
+        connected.set()
         while not stop.is_set():
-            turn += 1
-            column = writer_column(mode.value, turn)
             started = time.monotonic()
             failed = False
             try:
-                if turn % 2:
-                    conn.execute(*update_one(table, column, rows, turn))
-                else:
-                    conn.execute(*insert_one(table, column, next_id))
-                    next_id += 1
-                conn.commit()
+                writer.write(conn, mode.value)
             except sa.exc.DBAPIError:
                 conn.rollback()
                 failed = True
@@ -446,37 +321,27 @@ def writer_main(
     results.put(writes)
 
 
-def writer_column(mode: int, turn: int) -> str:
-    """Alpha writes display_name, beta name; while both run, they alternate."""
-    if mode == OLD or (mode == MIXED and turn % 4 < 2):
-        return "display_name"
-    return "name"
-
-
-def update_one(table: str, column: str, rows: int, turn: int) -> tuple[Any, ...]:
-    statement = sa.text(f"UPDATE {table} SET {column} = :value WHERE id = :id")
-    return statement, {"value": f"renamed-{turn}", "id": random.randint(1, rows)}
-
-
-def insert_one(table: str, column: str, key: int) -> tuple[Any, ...]:
-    statement = sa.text(
-        f"INSERT INTO {table} (id, {column}, size) VALUES (:id, :value, 1)"
-    )
-    return statement, {"id": key, "value": f"volume-{key}"}
-
-
 class Writer:
     """The concurrent writer as its own process, and the phases it lived through."""
 
     def __init__(self, url: URL, table: str, rows: int) -> None:
         spawn = multiprocessing.get_context("spawn")
-        self.mode = spawn.Value("i", OLD)
+        self.mode = spawn.Value("i", common.OLD)
         self.stop = spawn.Event()
+        self.connected = spawn.Event()
         self.results = spawn.Queue()
         url_text = url.render_as_string(hide_password=False)
         self.process = spawn.Process(
             target=writer_main,
-            args=(url_text, table, rows, self.mode, self.stop, self.results),
+            args=(
+                url_text,
+                table,
+                rows,
+                self.mode,
+                self.stop,
+                self.connected,
+                self.results,
+            ),
             daemon=True,
         )
         self.phases: list[tuple[str, float, float]] = []
@@ -496,7 +361,7 @@ class Writer:
     def phase(self, name: str, mode: int) -> Iterator[None]:
         self.mode.value = mode
         started = time.monotonic()
-        log(f"  phase {name}")
+        common.log(f"  phase {name}")
         yield
         self.phases.append((name, started, time.monotonic()))
 
@@ -505,30 +370,34 @@ class Writer:
         try:
             writes = self.results.get(timeout=60)
         except queue.Empty:
-            raise BenchError("the writer process died; its timings are lost") from None
+            raise common.BenchError(
+                "the writer process died; its timings are lost"
+            ) from None
         self.process.join(10)
         return writes
 
 
-def wait_for_writes(writer: Writer, seconds: float) -> None:
-    """The writer's baseline: connected and writing before any phase counts."""
-    if not writer.process.is_alive():
-        raise BenchError("the writer process died at start")
-    time.sleep(seconds)
+def wait_until_connected(writer: Writer) -> None:
+    """On a busy machine the writer's imports take seconds: a baseline begun
+    before it connects would time nothing."""
+    deadline = time.monotonic() + WRITER_START_LIMIT
+    while not writer.connected.wait(0.1):
+        if not writer.process.is_alive() or time.monotonic() > deadline:
+            raise common.BenchError("the writer process did not connect")
 
 
 def writer_stalls(
     engine: sa.Engine, url: URL, backend: str, rows: int, throttle: Throttle
 ) -> None:
-    create_table(engine, STALL_TABLE, with_name=False)
-    fill(engine, STALL_TABLE, rows)
+    common.create_table(engine, STALL_TABLE, with_name=False)
+    common.fill(engine, STALL_TABLE, rows)
     settle(engine)
     with tempfile.TemporaryDirectory() as directory:
         database = Database(engine, [write_tree(Path(directory), STALL_TABLE)])
         with Writer(url, STALL_TABLE, rows) as writer:
-            time.sleep(1.0)  # the writer's imports and connection, not timed
-            with writer.phase("baseline", OLD):
-                wait_for_writes(writer, BASELINE_SECONDS)
+            wait_until_connected(writer)
+            with writer.phase("baseline", common.OLD):
+                time.sleep(BASELINE_SECONDS)
             run_phases(database, writer, throttle)
             time.sleep(TAIL_SECONDS)
             writes = writer.finish()
@@ -538,17 +407,17 @@ def writer_stalls(
 
 def run_phases(database: Database, writer: Writer, throttle: Throttle) -> None:
     steps: list[tuple[str, int, Callable[[], Any]]] = [
-        ("expand", OLD, database.expand),
+        ("expand", common.OLD, database.expand),
         (
             "migrate",
-            MIXED,
+            common.MIXED,
             lambda: check_migrated(
                 database.migrate(
                     throttle=throttle, progress=data.ProgressLines(every=2.0)
                 )
             ),
         ),
-        ("contract", NEW, database.contract),
+        ("contract", common.NEW, database.contract),
     ]
     for name, mode, step in steps:
         with writer.phase(name, mode):
@@ -558,7 +427,7 @@ def run_phases(database: Database, writer: Writer, throttle: Throttle) -> None:
 def check_migrated(results: list[data.Totals]) -> None:
     for totals in results:
         if totals.error or not totals.complete:
-            raise BenchError(f"{totals.name}: {totals.error or 'incomplete'}")
+            raise common.BenchError(f"{totals.name}: {totals.error or 'incomplete'}")
 
 
 def report_phase(
@@ -588,7 +457,7 @@ def report_phase(
         "within_aim": longest <= STALL_AIM and not errors,
     }
     verdict = "ok" if record["within_aim"] else "OVER the 100 ms aim"
-    emit(
+    common.emit(
         record,
         f"{backend}: {name}: longest write {record['max_write_ms']} ms "
         f"(p99 {record['p99_write_ms']} ms) over {len(inside):,} writes, "
@@ -601,7 +470,7 @@ def report_phase(
 
 def run_backend(backend: str, url: str, rows: int, throttle: Throttle) -> None:
     started = time.monotonic()
-    with scratch_database(url) as scratch:
+    with common.scratch_database(url) as scratch:
         engine = create_engine(scratch)
         try:
             Database(engine).expand()  # rpccompat_data_migrations
@@ -609,15 +478,13 @@ def run_backend(backend: str, url: str, rows: int, throttle: Throttle) -> None:
             writer_stalls(engine, scratch, backend, rows, throttle)
         finally:
             engine.dispose()
-    log(f"{backend}: done in {time.monotonic() - started:.0f} s")
+    common.log(f"{backend}: done in {time.monotonic() - started:.0f} s")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--backends", default="mysql,postgresql")
-    parser.add_argument("--mysql-url", default=DEFAULT_URLS["mysql"])
-    parser.add_argument("--postgresql-url", default=DEFAULT_URLS["postgresql"])
+    common.add_backend_args(parser, BACKENDS)
     parser.add_argument(
         "--target-time",
         type=float,
@@ -626,36 +493,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     args = parser.parse_args(argv)
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(args.backends) - set(DEFAULT_URLS)
-    if unknown or not args.backends:
-        parser.error(f"--backends: choose from {', '.join(DEFAULT_URLS)}")
     if args.rows < 1:
         parser.error("--rows must be at least 1")
-    return args
+    return args, common.backend_urls(parser, args, BACKENDS)
 
 
-def exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like an error, so the scratch databases are dropped."""
-    raise SystemExit(128 + signum)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
+def run(args: argparse.Namespace, urls: dict[str, str]) -> None:
     throttle = Throttle(
         batch_size=args.batch_size, target_time=args.target_time or None
     )
-    urls = {b: getattr(args, f"{b}_url") for b in args.backends}
-    try:
-        for backend, url in urls.items():
-            check_reachable(backend, url)
-        for backend, url in urls.items():
-            run_backend(backend, url, args.rows, throttle)
-    except BenchError as e:
-        print(f"db_migration: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    common.check_reachable(urls)
+    for backend, url in urls.items():
+        run_backend(backend, url, args.rows, throttle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, urls = parse_args(argv)
+    return common.run_main("db_migration", lambda: run(args, urls))
 
 
 if __name__ == "__main__":
