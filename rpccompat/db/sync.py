@@ -114,17 +114,28 @@ class ColumnSync:
         old ones, so it keeps working after contract drops them.
         """
         rows = conn.execute(query).all()
-        stale = [
+        stale = {
             row._mapping[self.key]
             for row in rows
             if all(row._mapping[c] is None for c in self.new)
+        }
+        if not stale:
+            return rows
+        self.migrate_rows(conn, stale)
+        # Read them again even if this converted nothing: a concurrent reader
+        # or the backfill may have converted them meanwhile.  A locking read,
+        # since under REPEATABLE READ (MySQL's default) a plain one would see
+        # this transaction's snapshot again, from before that conversion.
+        again = query.where(query.selected_columns[self.key].in_(stale))
+        fresh = {
+            row._mapping[self.key]: row
+            for row in conn.execute(again.with_for_update(read=True))
+        }
+        return [  # in the query's order; rows deleted meanwhile are gone
+            fresh[key] if key in stale else row
+            for row in rows
+            if (key := row._mapping[self.key]) not in stale or key in fresh
         ]
-        if stale:
-            # Read again even if this converted nothing: a concurrent reader
-            # or the backfill may have converted the rows meanwhile.
-            self.migrate_rows(conn, stale)
-            rows = conn.execute(query).all()
-        return rows
 
     # -- triggers -----------------------------------------------------------
 

@@ -199,3 +199,18 @@ def test_read_converts_rows_not_yet_migrated_then_returns_them(engine):
             ("old", "from alpha")
         ]
     assert volume(engine, "old") == ("from alpha", "from alpha")  # written back
+
+
+def test_read_returns_a_row_converted_by_another_reader_after_its_snapshot(
+    volumes,
+):
+    """On MariaDB's REPEATABLE READ, a second plain read would see the
+    snapshot again: the row as alpha left it, ``name`` still NULL."""
+    query = sa.select(beta.volumes.c.id, beta.volumes.c.name).where(
+        beta.volumes.c.id == "alpha-0"
+    )
+    with volumes.begin() as conn:
+        conn.execute(sa.select(beta.volumes.c.id)).all()  # the snapshot starts
+        with volumes.begin() as other:
+            SYNC.migrate_rows(other, ["alpha-0"])
+        assert [tuple(r) for r in SYNC.read(conn, query)] == [("alpha-0", "alpha-0")]
