@@ -136,8 +136,7 @@ class Service:
         """Graceful stop: drain, stop counting, tell everyone, let go."""
         self._stopping.set()
         if self._server is not None:
-            self._server.stop()
-            self._server.wait()
+            rpc.stop_server(self._server)
             self._server = None
         if self._heartbeat is not None:
             self._heartbeat.join()
