@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from oslo_utils import versionutils
 from oslo_versionedobjects import base as ovo_base
 from oslo_versionedobjects import exception as ovo_exc
+from oslo_versionedobjects import fields as ovo_fields
 
 from rpccompat.exceptions import HistoryError, IncompatibleObject
 from rpccompat.history import History
@@ -180,16 +182,18 @@ def _at_manifest(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> 
     """
     if manifest.get(obj.obj_name()) != obj.VERSION:
         return False
-    return all(
-        _at_manifest(child, manifest)
-        for field in obj.fields
-        if obj.obj_attr_is_set(field)
-        for child in _contained(getattr(obj, field))
-        if isinstance(child, ovo_base.VersionedObject)
-    )
+    for name in _object_fields(type(obj)):
+        if obj.obj_attr_is_set(name):
+            value = getattr(obj, name)
+            children = value if isinstance(value, list) else (value,)
+            if not all(c is None or _at_manifest(c, manifest) for c in children):
+                return False
+    return True
 
 
-def _contained(value: Any) -> Any:
-    if isinstance(value, dict):
-        return value.values()
-    return value if isinstance(value, (list, tuple, set)) else (value,)
+@functools.cache
+def _object_fields(cls: type[ovo_base.VersionedObject]) -> tuple[str, ...]:
+    """The fields of ``cls`` that hold objects, as oslo.versionedobjects'
+    compatibility pass finds them."""
+    holders = (ovo_fields.ObjectField, ovo_fields.ListOfObjectsField)
+    return tuple(n for n, f in cls.fields.items() if isinstance(f, holders))
