@@ -137,12 +137,12 @@ def migration_cursor(engine: sa.Engine) -> Any:
 
 
 class UpgradeTest:
-    """One run of the harness; :meth:`run` returns the report."""
+    """One run of the harness; :meth:`run` returns the report, and each step
+    is printed on stderr as it happens."""
 
-    def __init__(self, options: Options, *, progress: bool = True) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
         self.rng = random.Random(options.seed)
-        self.progress = progress
         self.faults: list[faults.Fault] = []
         self.phases: list[tuple[str, float]] = []
         self.steps: list[dict[str, Any]] = []
@@ -331,8 +331,7 @@ class UpgradeTest:
     def _step(self, what: str) -> None:
         at = round(time.time() - self._started, 2)
         self.steps.append({"at": at, "step": what})
-        if self.progress:
-            print(f"[{at:7.2f}s] {what}", file=sys.stderr, flush=True)
+        print(f"[{at:7.2f}s] {what}", file=sys.stderr, flush=True)
 
     def _report(self, rows: dict[str, int]) -> dict[str, Any]:
         failures = [
