@@ -554,21 +554,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         )
     if not Path(args.alpha_python).exists():
         parser.error(f"--alpha-python {args.alpha_python}: no such file")
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Options)
+        if getattr(args, field.name, None) is not None
+    }
     seed = args.seed if args.seed is not None else random.randrange(10**6)
-    return args, Options(
-        db_url=args.db_url,
-        transport_url=args.transport_url,
-        seed=seed,
-        nodes=args.nodes,
-        new_clients=args.new_clients,
-        load_threads=args.load_threads,
-        step_seconds=args.step_seconds,
-        seed_rows=args.seed_rows,
-        faults=chosen,
-        alpha_python=args.alpha_python,
-        call_timeout=args.call_timeout,
-        log_dir=args.log_dir,
-    )
+    return args, Options(**{**given, "seed": seed, "faults": chosen})
 
 
 def passed(report: dict[str, Any]) -> bool:
