@@ -15,7 +15,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -23,10 +22,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
+from rpccompat import testing  # noqa: E402
 from rpccompat.db.sync import ColumnSync  # noqa: E402
 from rpccompat.engine import safe_url  # noqa: E402
 
@@ -176,25 +176,10 @@ def check_reachable(urls: Mapping[str, str]) -> None:
 @contextlib.contextmanager
 def scratch_database(url: str) -> Iterator[URL]:
     """A database of its own, dropped afterwards whatever happened."""
-    if make_url(url).get_backend_name() == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="rpccompat_bench_") as directory:
-            yield make_url(f"sqlite:///{directory}/bench.sqlite")
-        return
-    name = f"rpccompat_bench_{uuid.uuid4().hex[:12]}"
-    engine = admin_engine(url)
-    force = " WITH (FORCE)" if engine.dialect.name == "postgresql" else ""
-    try:
-        try:  # CREATE inside: a SIGTERM during it may leave the database made
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"CREATE DATABASE {name}")
-            log(f"created database {name}")
-            yield make_url(url).set(database=name)
-        finally:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
-            log(f"dropped database {name}")
-    finally:
-        engine.dispose()
+    with testing.scratch_database(url, prefix="rpccompat_bench") as made:
+        log(f"using database {made.database}")
+        yield made
+    log(f"dropped database {made.database}")
 
 
 def rabbitmqctl(*args: str) -> None:

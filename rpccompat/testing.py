@@ -1,15 +1,23 @@
 """Test helpers for service developers: keep code and history in step.
 
-Call them from a service's unit tests; each returns a list of problems, empty
-when all is well, so a test asserts ``== []`` and shows every mismatch at once.
+Call the checks from a service's unit tests; each returns a list of problems,
+empty when all is well, so a test asserts ``== []`` and shows every mismatch
+at once.  :func:`scratch_database` gives a test, a benchmark or a harness run
+a database of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
 
 from rpccompat.db import lint
 from rpccompat.db.tree import MigrationTree
@@ -89,3 +97,35 @@ def check_migrations(tree: MigrationTree) -> list[str]:
     problems = tree.problems()
     problems += [str(finding) for finding in lint.errors(lint.lint(tree))]
     return problems
+
+
+@contextlib.contextmanager
+def scratch_database(url: str | URL, prefix: str = "rpccompat") -> Iterator[URL]:
+    """A new database on the server of ``url``, dropped afterwards whatever
+    happened; on SQLite, a file in a temporary directory.
+
+    ``url`` names a database to connect to while creating and dropping (the
+    server's ``test`` or ``postgres``); it is never written to.  A server out
+    of reach raises SQLAlchemy's error before anything is made.
+    """
+    url = make_url(url)
+    if url.get_backend_name() == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}_") as directory:
+            yield url.set(database=str(Path(directory) / "scratch.sqlite"))
+        return
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    # FORCE: a node killed mid-test may leave a session behind on PostgreSQL.
+    force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+    try:
+        with admin.connect() as conn:  # out of reach: nothing made, nothing to drop
+            conn.exec_driver_sql("SELECT 1")
+        try:  # made inside: an interruption during CREATE still drops it
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            yield url.set(database=name)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
+    finally:
+        admin.dispose()

@@ -7,6 +7,7 @@ its tests with one line saying why; with CI=true it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from rpccompat.testing import scratch_database
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -40,20 +43,12 @@ def unavailable(what: str, why: object) -> None:
 
 
 def _server_database(base_url: str, admin_db: str, label: str) -> Iterator[str]:
-    name = f"rpccompat_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(f"{base_url}/{admin_db}", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        unavailable(label, e.orig)
-    try:
-        yield f"{base_url}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            made = stack.enter_context(scratch_database(f"{base_url}/{admin_db}"))
+        except sa.exc.OperationalError as e:
+            unavailable(label, e.orig)
+        yield made.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])

@@ -36,13 +36,13 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
+from rpccompat import testing
 from rpccompat.db import data
 from rpccompat.demo import alpha, beta, faults
 from rpccompat.demo.cluster import ProcessNode, check_rows
@@ -153,7 +153,7 @@ class UpgradeTest:
 
     def run(self) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
-            db_url = stack.enter_context(scratch_database(self.options.db_url))
+            db_url = scratch_database(stack, self.options.db_url)
             workdir = self.options.log_dir or Path(
                 stack.enter_context(tempfile.TemporaryDirectory())
             )
@@ -244,7 +244,7 @@ class UpgradeTest:
         node = self.nodes.pop((binary, host))
         if last_volume:
             self._pin_lift_from = time.time()
-        self._keep(node)
+        self._stop(node)
         self._start("beta", binary, host)
         self._step(f"{binary}@{host} replaced by beta")
         self._settle()
@@ -308,7 +308,7 @@ class UpgradeTest:
         self.nodes[(binary, host)] = node
         self._step(f"{node.name} serving")
 
-    def _keep(self, node: ProcessNode) -> None:
+    def _stop(self, node: ProcessNode) -> None:
         """Stop ``node`` gracefully and keep an api node's record."""
         record = node.stop()
         if node.binary == API:
@@ -317,7 +317,7 @@ class UpgradeTest:
     def _stop_all(self) -> None:
         """Clients first, so no call is left without a server."""
         for key in sorted(self.nodes, key=lambda key: key[0] != API):
-            self._keep(self.nodes.pop(key))
+            self._stop(self.nodes.pop(key))
 
     # -- bookkeeping -----------------------------------------------------------
 
@@ -428,31 +428,19 @@ def percentiles(seconds: list[float]) -> dict[str, Any]:
 # -- set-up ---------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def scratch_database(url: str) -> Iterator[str]:
-    """A database made for this run on the server of ``url``, dropped after.
-
-    The harness never touches the database named in ``url``: it only
-    connects there to create and drop its own.
-    """
-    base = sa.engine.make_url(url)
-    name = f"rpccompat_upgrade_{uuid.uuid4().hex[:12]}"
-    admin = dbengine.create_engine(base, isolation_level="AUTOCOMMIT")
+def scratch_database(stack: contextlib.ExitStack, url: str) -> str:
+    """A database made for this run on the server of ``url``, dropped when
+    ``stack`` closes; the database ``url`` names is only connected to."""
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        made = stack.enter_context(
+            testing.scratch_database(url, prefix="rpccompat_upgrade")
+        )
     except sa.exc.DBAPIError as e:
-        admin.dispose()
         first = str(e.orig).strip().splitlines()[0]
         raise HarnessError(
             f"cannot create a database at {safe_url(url)}: {first}", BAD_INPUT
         ) from None
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    return made.render_as_string(hide_password=False)
 
 
 def write_config(path: Path, options: Options, db_url: str) -> Path:
