@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
 from rpccompat import testing
 from rpccompat.demo import alpha, beta
 
@@ -25,3 +30,27 @@ def test_fingerprints_regenerate_then_catch_a_change(tmp_path, monkeypatch):
     assert testing.check_fingerprints(beta.OBJECTS, expected) == []
     problems = testing.check_fingerprints(alpha.OBJECTS, expected)
     assert any(p.startswith("Volume: fingerprint 1.0-") for p in problems)
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql", "sqlite"])
+def test_a_scratch_database_is_made_and_dropped_even_when_its_user_fails(
+    request, backend
+):
+    server = request.getfixturevalue(f"{backend}_url")  # any database to connect to
+    with (
+        pytest.raises(RuntimeError),
+        testing.scratch_database(server, "rpccompat_t") as made,
+    ):
+        engine = sa.create_engine(made)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (id INTEGER)")
+        engine.dispose()
+        raise RuntimeError("the test failed")
+    assert "rpccompat_t_" in made.database
+    if backend == "sqlite":
+        assert not Path(made.database).exists()
+    else:
+        engine = sa.create_engine(made)
+        with pytest.raises(sa.exc.OperationalError):
+            engine.connect()
+        engine.dispose()
