@@ -168,7 +168,7 @@ def mixed_period(db_url: URL, transport_url: str) -> Settings:
     url = db_url.render_as_string(hide_password=False)
     engine = create_engine(url)
     try:
-        schema.install_alpha(engine).expand()
+        schema.install_mixed_period(engine)
     finally:
         engine.dispose()
     return Settings(

@@ -114,7 +114,7 @@ def mixed_period_database(db_url: str) -> sa.Engine:
     from rpccompat.demo import schema
 
     engine = dbengine.create_engine(db_url)
-    schema.install_alpha(engine).expand()
+    schema.install_mixed_period(engine)
     return engine
 
 

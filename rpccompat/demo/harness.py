@@ -25,6 +25,7 @@ injected fault; 1 otherwise; 2 bad arguments or a backend out of reach.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import dataclasses
 import json
@@ -329,7 +330,7 @@ class UpgradeTest:
         time.sleep(self.options.step_seconds)
 
     def _step(self, what: str) -> None:
-        at = round(time.time() - self._started, 2)
+        at = self._since(time.time())
         self.steps.append({"at": at, "step": what})
         print(f"[{at:7.2f}s] {what}", file=sys.stderr, flush=True)
 
@@ -400,8 +401,8 @@ def latency_by_phase(
     by_phase: dict[str, list[float]] = {name: [] for name, _ in phases}
     for record in records:
         for started, seconds in record["timings"]:
-            index = sum(1 for s in starts if s <= started) - 1
-            if index >= 0:
+            index = bisect.bisect_right(starts, started) - 1
+            if index >= 0:  # before the baseline: the cluster was starting
                 by_phase[phases[index][0]].append(seconds)
     figures = {name: percentiles(values) for name, values in by_phase.items()}
     base = figures.get("baseline", {})

@@ -49,6 +49,15 @@ def install_alpha(engine: sa.Engine, service_down_time: float = 60.0) -> Databas
     return database
 
 
+def install_mixed_period(
+    engine: sa.Engine, service_down_time: float = 60.0
+) -> Database:
+    """A database at alpha, expanded for beta: an upgrade under way."""
+    database = install_alpha(engine, service_down_time)
+    database.expand()
+    return database
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m rpccompat.demo.schema --config-file F``: alpha's ``db sync``.
 

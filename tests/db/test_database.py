@@ -33,8 +33,11 @@ def report(registry: ServiceRegistry, host: str, release: str) -> None:
     )
 
 
-def add_alpha_rows(engine: sa.Engine, count: int) -> None:
-    insert_alpha_volumes(engine, {str(uuid.uuid4()): f"v{i}" for i in range(count)})
+def add_alpha_rows(engine: sa.Engine, count: int) -> dict[str, str]:
+    """``count`` rows as alpha writes them; their display names by id."""
+    rows = {str(uuid.uuid4()): f"v{i}" for i in range(count)}
+    insert_alpha_volumes(engine, rows)
+    return rows
 
 
 def refusal(database: Database) -> str:
@@ -246,22 +249,10 @@ class Writer(threading.Thread):
         self.expected[key] = name
 
 
-def seeded(engine: sa.Engine, count: int) -> list[str]:
-    add_alpha_rows(engine, count)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(alpha.volumes.c.id, alpha.volumes.c.display_name))
-        return [row.id for row in rows]
-
-
 def test_writers_of_both_releases_lose_and_mismatch_nothing_through_e_m_c(engine):
     database = schema.install_alpha(engine)
-    keys = seeded(engine, 400)
-    with engine.connect() as conn:
-        names = dict(
-            conn.execute(
-                sa.select(alpha.volumes.c.id, alpha.volumes.c.display_name)
-            ).all()
-        )
+    names = add_alpha_rows(engine, 400)
+    keys = list(names)
     old = [Writer(engine, "alpha", keys[:200])]
     new = [Writer(engine, "beta", keys[200:])]
     for writer in old + new:

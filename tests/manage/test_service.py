@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from oslo_config import cfg
 
 from rpccompat.demo import beta
 from rpccompat.manage import NOT_FOUND
@@ -127,7 +128,7 @@ def test_remove_and_force_down_release_the_pin_within_the_refresh_interval(
     report(engine, "node-1", "beta")
     report(engine, "node-2", "alpha")
     refresh = 1.0
-    transport = make_transport(beta_conf())
+    transport = make_transport(cfg.ConfigOpts(), "kombu+memory:////")
     pins = Pins(beta.HISTORY, ServiceRegistry(engine), refresh_interval=refresh)
     pins.start(transport)
     try:
@@ -146,7 +147,7 @@ def test_force_down_announces_so_pins_lift_at_once(engine, operator, rabbit_url)
     the client's timer (600 s) plays no part."""
     report(engine, "node-1", "beta")
     report(engine, "node-2", "alpha")
-    transport = make_transport(beta_conf(), rabbit_url)
+    transport = make_transport(cfg.ConfigOpts(), rabbit_url)
     pins = Pins(beta.HISTORY, ServiceRegistry(engine), refresh_interval=600)
     pins.start(transport)
     try:
@@ -159,15 +160,3 @@ def test_force_down_announces_so_pins_lift_at_once(engine, operator, rabbit_url)
     finally:
         pins.stop()
         transport.cleanup()
-
-
-def beta_conf():
-    from oslo_config import cfg
-
-    from rpccompat import opts
-
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[])
-    opts.register_messaging_opts(conf)
-    conf.set_override("transport_url", "kombu+memory:////")
-    return conf
