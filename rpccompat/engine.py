@@ -18,6 +18,8 @@ from urllib.parse import unquote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from rpccompat.exceptions import first_line
+
 LOG = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +61,7 @@ def retry_on_disconnect(
                 LOG.warning(
                     "%s: database connection lost (%s); try %d of %d",
                     fn.__qualname__,
-                    str(e.orig).strip().splitlines()[0],
+                    first_line(e.orig),
                     attempt + 1,
                     attempts,
                 )

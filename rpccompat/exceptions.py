@@ -40,6 +40,13 @@ class IncompatibleObject(RPCCompatError):
     """An object payload this release cannot read, or cannot send to a peer."""
 
 
+def first_line(error: object) -> str:
+    """The first line of an error's text: what a one-line message shows of a
+    driver's multi-line error."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class MigrationError(RPCCompatError):
     """A migration tree, or a step of expand / migrate / contract, is wrong."""
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from rpccompat.db.sync import ColumnSync
+from rpccompat.exceptions import first_line
 from rpccompat.registry import NAMING_CONVENTION, utcnow
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
@@ -267,8 +268,7 @@ def run(
                     migration, context, totals, budget, throttle, progress
                 )
         except Exception as e:  # reported per migration, see the docstring
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            totals.error = f"{type(e).__name__}: {first_line}"
+            totals.error = f"{type(e).__name__}: {first_line(e)}"
         _record(engine, totals)
     return results
 
@@ -313,7 +313,7 @@ def _batches(
 
 
 # Exit codes of ``db online_data_migrations`` (Nova and Cinder use the same).
-DONE, MORE_TO_DO, ERRORS, BAD_INPUT = 0, 1, 2, 127
+DONE, MORE_TO_DO, ERRORS = 0, 1, 2
 
 
 def exit_code(results: list[Totals], *, limited: bool = False) -> int:

@@ -34,7 +34,6 @@ from rpccompat.db.tree import CONTRACT, EXPAND, MigrationTree
 DROP_IN_EXPAND = "drop-in-expand"
 CREATE_IN_CONTRACT = "create-in-contract"
 BLOCKING_DDL = "blocking-ddl"
-RULES = (DROP_IN_EXPAND, CREATE_IN_CONTRACT, BLOCKING_DDL)
 
 _I = re.IGNORECASE | re.DOTALL
 NAME = r"[`\"]?(\w+)[`\"]?"

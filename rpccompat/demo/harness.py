@@ -49,6 +49,7 @@ from rpccompat.demo import alpha, beta, faults
 from rpccompat.demo.cluster import ProcessNode, check_rows
 from rpccompat.demo.node import API, VOLUME
 from rpccompat.engine import safe_url
+from rpccompat.exceptions import first_line
 
 BAD_INPUT = 2
 SERVERS = {"mysql": "MariaDB/MySQL", "postgresql": "PostgreSQL"}
@@ -437,7 +438,7 @@ def scratch_database(stack: contextlib.ExitStack, url: str) -> str:
             testing.scratch_database(url, prefix="rpccompat_upgrade")
         )
     except sa.exc.DBAPIError as e:
-        first = str(e.orig).strip().splitlines()[0]
+        first = first_line(e.orig)
         raise HarnessError(
             f"cannot create a database at {safe_url(url)}: {first}", BAD_INPUT
         ) from None

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from rpccompat import opts
 from rpccompat.db import MigrationTree
 from rpccompat.engine import passwords, safe_url
-from rpccompat.exceptions import RPCCompatError, ServiceNotFound
+from rpccompat.exceptions import RPCCompatError, ServiceNotFound, first_line
 from rpccompat.history import History
 from rpccompat.manage.base import BAD_INPUT, ERROR, NOT_FOUND, CommandError, Context
 from rpccompat.manage.db import DbCommands
@@ -193,7 +193,7 @@ def _apply_overrides(conf: cfg.ConfigOpts) -> None:
 def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
     """What went wrong, why, and what to do, in one line."""
     if isinstance(error, sa_exc.DBAPIError):
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        reason = first_line(error.orig or error)
         where = safe_url(conf.database.connection)
         if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return (

@@ -253,7 +253,8 @@ class DbCommands:
         return ERROR if errors or problems else OK
 
     def _print_versions(self, status: Status | None = None) -> None:
-        versions = (status or self.context.database.status()).versions
+        database = self.context.database
+        versions = status.versions if status is not None else database.versions()
         table = prettytable.PrettyTable(
             ["Tree", "Expand", "Expand Head", "Contract", "Contract Head"]
         )

@@ -21,7 +21,6 @@ from oslo_upgradecheck.upgradecheck import Code, Result
 
 from rpccompat.db import Check, Status
 from rpccompat.db.database import mysql_trigger_refusal
-from rpccompat.db.tree import EXPAND
 from rpccompat.exceptions import MigrationError, UnknownRelease
 from rpccompat.manage.base import Context, error_exit, json_flag
 from rpccompat.manage.service import Survey, survey
@@ -94,7 +93,7 @@ class Checks(upgradecheck.UpgradeCommands):
     @_guarded
     def _data_migrations(self) -> Result:
         prog, pending = self.context.prog, self.status.pending_migrations
-        expanded = not any(v.behind(EXPAND) for v in self.status.versions)
+        expanded = self.status.code != Check.EXPAND_NEEDED
         todo = (
             f"{prog} db migrate" if expanded else f"{prog} db expand, then db migrate"
         )
