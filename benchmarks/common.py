@@ -10,10 +10,8 @@ import argparse
 import contextlib
 import json
 import random
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -182,22 +180,6 @@ def scratch_database(url: str) -> Iterator[URL]:
     log(f"dropped database {made.database}")
 
 
-def rabbitmqctl(*args: str) -> None:
-    """One ``rabbitmqctl`` command; its failure is a :class:`BenchError`."""
-    if shutil.which("rabbitmqctl") is None:
-        raise BenchError("RabbitMQ: rabbitmqctl not found; it makes the scratch vhost")
-    try:
-        done = subprocess.run(
-            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"RabbitMQ: rabbitmqctl {args[0]} took over 60 s") from None
-    if done.returncode != 0:
-        output = done.stderr.strip() or done.stdout.strip()
-        reason = output.splitlines()[0] if output else f"exit code {done.returncode}"
-        raise BenchError(f"RabbitMQ: rabbitmqctl {args[0]} failed: {reason}")
-
-
 @contextlib.contextmanager
 def scratch_vhost(rabbit_url: str) -> Iterator[str]:
     """A RabbitMQ vhost of its own, deleted afterwards whatever happened.
@@ -205,30 +187,14 @@ def scratch_vhost(rabbit_url: str) -> Iterator[str]:
     ``rabbitmqctl`` manages the local broker, so ``rabbit_url`` must point at
     it; the URL yielded is ``rabbit_url`` with the vhost appended.
     """
-    vhost = f"rpccompat-bench-{uuid.uuid4().hex[:12]}"
-    made = False
-    try:  # add_vhost inside: a SIGTERM during it may leave the vhost made
-        rabbitmqctl("add_vhost", vhost)
-        made = True
-        log(f"created vhost {vhost}")
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"{rabbit_url.rstrip('/')}/{vhost}"
-        check_broker(url)
-        yield url
-    finally:
-        delete_vhost(vhost, made)
-
-
-def delete_vhost(vhost: str, made: bool) -> None:
-    """Tried even if ``add_vhost`` did not finish; a failure is worth a line
-    only when the vhost surely exists."""
     try:
-        rabbitmqctl("delete_vhost", vhost)
-    except BenchError as e:
-        if made:
-            log(f"could not delete vhost {vhost}: {e}")
-    else:
-        log(f"deleted vhost {vhost}")
+        with testing.scratch_vhost(rabbit_url, prefix="rpccompat-bench") as url:
+            log(f"created vhost {url.rsplit('/', 1)[1]}")
+            check_broker(url)
+            yield url
+    except testing.RabbitMQError as e:  # making or deleting the vhost
+        raise BenchError(f"RabbitMQ: {e}") from None
+    log(f"deleted vhost {url.rsplit('/', 1)[1]}")
 
 
 def check_broker(url: str) -> None:

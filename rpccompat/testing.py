@@ -2,8 +2,8 @@
 
 Call the checks from a service's unit tests; each returns a list of problems,
 empty when all is well, so a test asserts ``== []`` and shows every mismatch
-at once.  :func:`scratch_database` gives a test, a benchmark or a harness run
-a database of its own.
+at once.  :func:`scratch_database` and :func:`scratch_vhost` give a test, a
+benchmark or a harness run a database and a RabbitMQ vhost of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -129,3 +131,45 @@ def scratch_database(url: str | URL, prefix: str = "rpccompat") -> Iterator[URL]
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
     finally:
         admin.dispose()
+
+
+class RabbitMQError(RuntimeError):
+    """``rabbitmqctl`` is missing or failed; the message is one line."""
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS`` against the local broker; its output."""
+    if shutil.which("rabbitmqctl") is None:
+        raise RabbitMQError("rabbitmqctl not found (it manages the local RabbitMQ)")
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        raise RabbitMQError(f"rabbitmqctl {args[0]} took over 60 s") from None
+    if done.returncode != 0:
+        output = done.stderr.strip() or done.stdout.strip()
+        reason = output.splitlines()[0] if output else f"exit code {done.returncode}"
+        raise RabbitMQError(f"rabbitmqctl {args[0]} failed: {reason}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def scratch_vhost(
+    rabbit_url: str, prefix: str = "rpccompat", user: str = "guest"
+) -> Iterator[str]:
+    """A vhost of its own on the local RabbitMQ, deleted afterwards whatever
+    happened; yields ``rabbit_url`` with the vhost appended."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    made = False
+    try:  # added inside: an interruption during add_vhost still deletes it
+        rabbitmqctl("add_vhost", vhost)
+        made = True
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield f"{rabbit_url.rstrip('/')}/{vhost}"
+    finally:
+        try:
+            rabbitmqctl("delete_vhost", vhost)
+        except RabbitMQError:
+            if made:
+                raise

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from rpccompat.testing import scratch_database
+from rpccompat.testing import RabbitMQError, scratch_database, scratch_vhost
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -77,26 +75,15 @@ def postgresql_url() -> Iterator[str]:
     yield from _server_database(POSTGRESQL_URL, "test", "PostgreSQL")
 
 
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 @pytest.fixture
 def rabbit_url() -> Iterator[str]:
     """A RabbitMQ vhost of the test's own."""
-    if shutil.which("rabbitmqctl") is None:
-        unavailable("RabbitMQ", "rabbitmqctl not found")
-    vhost = f"rpccompat-{uuid.uuid4().hex[:12]}"
-    made = rabbitmqctl("add_vhost", vhost)
-    if made.returncode != 0:
-        unavailable("RabbitMQ", made.stderr.strip() or made.stdout.strip())
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"{RABBIT_URL}/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with contextlib.ExitStack() as stack:
+        try:
+            made = stack.enter_context(scratch_vhost(RABBIT_URL))
+        except RabbitMQError as e:
+            unavailable("RabbitMQ", e)
+        yield made
 
 
 @pytest.fixture(params=["memory", "rabbit"])

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from rpccompat import testing
 from rpccompat.demo import alpha, beta
+from tests.conftest import RABBIT_URL, unavailable
 
 
 def test_history_check_passes_for_each_release_of_the_demo():
@@ -54,3 +55,19 @@ def test_a_scratch_database_is_made_and_dropped_even_when_its_user_fails(
         with pytest.raises(sa.exc.OperationalError):
             engine.connect()
         engine.dispose()
+
+
+def test_a_scratch_vhost_is_made_and_deleted_even_when_its_user_fails():
+    try:
+        testing.rabbitmqctl("list_vhosts")
+    except testing.RabbitMQError as e:
+        unavailable("RabbitMQ", e)
+    with (
+        pytest.raises(RuntimeError, match="the test failed"),
+        testing.scratch_vhost(RABBIT_URL, "rpccompat-t") as url,
+    ):
+        vhost = url.rsplit("/", 1)[1]
+        assert vhost in testing.rabbitmqctl("list_vhosts").split()
+        raise RuntimeError("the test failed")
+    assert vhost.startswith("rpccompat-t-")
+    assert vhost not in testing.rabbitmqctl("list_vhosts").split()

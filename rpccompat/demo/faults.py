@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
 import time
 from typing import Any
 
 import sqlalchemy as sa
+
+from rpccompat.testing import rabbitmqctl
 
 BROKER_RESTART = "broker-restart"
 KILL_NODE = "kill-node"
@@ -65,22 +66,16 @@ def restart_broker(outage: float, grace: float) -> Fault:
     after the broker is back - the time clients need to reconnect.
     """
     stopped = time.time()
-    _rabbitmqctl("stop_app")
+    rabbitmqctl("stop_app")
     time.sleep(outage)
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
+    rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
     back = time.time()
     return Fault(
         BROKER_RESTART,
         stopped,
         f"RabbitMQ down {back - stopped:.1f}s",
         explains=(stopped, back + grace),
-    )
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120
     )
 
 

@@ -10,6 +10,7 @@ Exit codes: 0 done; 2 no such service; 1 and 127 as every command.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 from typing import Any
@@ -99,13 +100,20 @@ def survey(context: Context) -> Survey:
     services = context.registry.services()
     pins = context.pins(services)
     now = utcnow()
-    views = [_view(service, pins, context.conf, now) for service in services]
+    held: dict[int, list[str]] = collections.defaultdict(list)
+    for binary, pin in pins.items():
+        for holder in pin.holders:
+            held[holder.id].append(binary)
+    views = [
+        _view(service, tuple(held[service.id]), context.conf, now)
+        for service in services
+    ]
     return Survey(views, pins, context.conf.service_down_time, context.prog)
 
 
 def _view(
     service: ServiceInfo,
-    pins: dict[str, Pin],
+    holds: tuple[str, ...],
     conf: cfg.ConfigOpts,
     now: datetime.datetime,
 ) -> ServiceView:
@@ -118,11 +126,6 @@ def _view(
     )
     late = silent_for is None or silent_for > MISSED_HEARTBEATS * conf.report_interval
     counted = service.is_up(conf.service_down_time, now)
-    holds = tuple(
-        binary
-        for binary, pin in pins.items()
-        if service.id in {holder.id for holder in pin.holders}
-    )
     return ServiceView(service, counted and not late, counted, silent_for, holds)
 
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from rpccompat.manage import BAD_INPUT, ERROR
-from tests.conftest import rabbitmqctl, write_config
+from rpccompat.testing import rabbitmqctl
+from tests.conftest import write_config
 from tests.manage.conftest import Operator, report
 
 
