@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 from typing import Any
 
 from rpccompat.demo.load import Load
-from rpccompat.demo.node import Node
-from tests.conftest import Cluster
+from rpccompat.demo.node import Node, Settings, make_conf
+from tests.conftest import Cluster, mixed_period_database, spawn_node
 
 # A lost call fails by this timeout; an answered one, however slow, passes.
 CALL_TIMEOUT = 20.0
+# Longer than any stop takes on a loaded machine: past it, a process hangs.
+HANG = 120.0
 
 
 def test_row_is_written_before_clients_and_refreshed_by_heartbeats(cluster):
@@ -68,3 +75,116 @@ def test_graceful_replacements_under_load_lose_no_call(sqlite_url, rabbit_url):
         cluster.close()
     assert stats["failed_calls"] == 0, stats["failures"]
     assert stats["calls"] > 100, stats["calls"]  # the stops happened under load
+
+
+# Signals land between any two bytecodes of the waiting thread, so they are
+# sent in bursts at random moments while the main thread waits in a tight
+# loop, in a process of its own: a handler that takes a lock the waiter holds
+# (threading.Event.set did) hangs it for good, and the test must not hang too.
+STOP_ANYWHERE = """
+import os, random, signal, sys, threading, time
+from rpccompat.service import StopSignal
+
+seed, rounds = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(seed)
+
+def burst(count):
+    for _ in range(count):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(rng.uniform(0, 0.0002))
+
+for _ in range(rounds):
+    with StopSignal() as stop:
+        sender = threading.Thread(target=burst, args=(rng.randint(1, 20),))
+        sender.start()
+        while sender.is_alive() or not stop.wait(rng.choice((None, 0, 1e-5))):
+            stop.wait(rng.choice((0, 1e-5)))
+        sender.join()
+        assert stop.signum == signal.SIGTERM
+print(rounds)
+"""
+
+
+def test_a_stop_signal_wakes_the_waiter_whenever_it_lands():
+    seed, rounds = random.randrange(2**31), 300
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_ANYWHERE, str(seed), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, str(rounds)), (
+        f"seed {seed}: {done.stderr[-2000:]}"
+    )
+
+
+def test_nodes_exit_whenever_sigterm_lands(sqlite_url, rabbit_url):
+    """Nodes as processes, each sent SIGTERM at a random moment of its life:
+    while importing, starting, serving or calling.  Each exits by itself,
+    cleanly (0) once its handler is in place, or by the default action
+    (-SIGTERM) before."""
+    mixed_period_database(sqlite_url).dispose()
+    seed = random.randrange(2**31)
+    rng = random.Random(seed)
+    plan = [
+        (rng.choice(("alpha", "beta")), rng.choice(("volume", "api")), rng.random())
+        for _ in range(12)
+    ]
+    for batch in range(0, len(plan), 4):
+        nodes = []
+        for i, (release, binary, moment) in enumerate(plan[batch : batch + 4]):
+            host = f"n{batch + i}"
+            proc = spawn_node(sqlite_url, rabbit_url, release, binary, host)
+            nodes.append((proc, moment))
+        try:
+            for proc, moment in nodes:
+                if moment > 0.5:  # serving: wait for READY, then a while longer
+                    assert proc.stdout is not None
+                    proc.stdout.readline()
+                    time.sleep((moment - 0.5) * 2)
+                else:  # somewhere in its start
+                    time.sleep(moment * 4)
+                proc.terminate()
+            codes = [proc.wait(timeout=HANG) for proc, _ in nodes]
+        finally:
+            for proc, _ in nodes:
+                proc.kill()
+                proc.communicate()
+        assert set(codes) <= {0, -signal.SIGTERM}, f"seed {seed}: exit codes {codes}"
+
+
+def test_a_drain_that_misses_its_deadline_is_abandoned_and_logged(sqlite_url, caplog):
+    from rpccompat import rpc
+    from rpccompat.demo import beta
+    from rpccompat.service import Service
+
+    class StuckManager(rpc.Endpoint):
+        BINARY, RPC_API_VERSION = "volume", beta.HISTORY.current.rpc["volume"]
+
+        def __init__(self) -> None:
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        @rpc.method("1.0")
+        def hang(self, context: dict) -> None:
+            self.entered.set()
+            self.release.wait()
+
+    mixed_period_database(sqlite_url).dispose()
+    settings = Settings(db_url=sqlite_url, transport_url="kombu+memory:////")
+    endpoint = StuckManager()
+    service = Service(
+        beta.HISTORY,
+        beta.VolumesObject,
+        "volume",
+        conf=make_conf(settings, "stuck"),
+        endpoints=[endpoint],
+    )
+    service.start()
+    try:
+        caller = service.client(StuckManager)
+        caller.cast({}, "hang")
+        assert endpoint.entered.wait(HANG)
+        assert service.stop(timeout=0.5) is False
+        assert "abandoned it while draining the RPC server" in caplog.text
+    finally:
+        endpoint.release.set()

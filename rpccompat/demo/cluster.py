@@ -35,6 +35,8 @@ from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
 
 PIN_LIFT_TIMEOUT = 10.0
+# A node's own stop deadline (rpccompat-demo-node --stop-timeout) plus room.
+STOP_TIMEOUT = 90.0
 
 
 class ProcessNode:
@@ -84,11 +86,20 @@ class ProcessNode:
                 f"{self.name} did not start (exit {self._proc.wait()}); see {self.log}"
             )
 
-    def stop(self) -> dict[str, Any]:
-        """Graceful stop; an api node's record of its calls."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
+        """Graceful stop; an api node's record of its calls.
+
+        A node still running ``timeout`` seconds after SIGTERM is killed, as
+        systemd would, and its record says so (``killed_at_stop``).
+        """
         assert self._proc is not None
         self._proc.terminate()
-        self._proc.communicate(timeout=120)
+        try:
+            self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            killed_at = time.time()
+            self.kill()
+            return {"killed_at_stop": killed_at}
         return json.loads(self.record.read_text()) if self.record.exists() else {}
 
     def kill(self) -> None:

@@ -29,7 +29,7 @@ from rpccompat import engine as dbengine
 from rpccompat import opts
 from rpccompat.demo import alpha, beta
 from rpccompat.demo.load import Load
-from rpccompat.service import Service, stop_requested
+from rpccompat.service import Service, StopSignal, exit_abandoned
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
 VOLUME, API = "volume", "api"
@@ -128,11 +128,16 @@ class Node:
             )
             self.load.start()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, timeout: float | None = None) -> dict[str, Any]:
+        """Stop calling (each call ends by its timeout), then the service.
+
+        ``stopped`` in the result is False when the service's stop missed
+        ``timeout`` and was abandoned (see ``Service.stop``).
+        """
         stats = self.load.stop() if self.load else {}
-        self.service.stop()
+        stopped = self.service.stop(timeout)
         self._engine.dispose()
-        return stats
+        return {**stats, "stopped": stopped}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -149,6 +154,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     )
     parser.add_argument(
         "--call-timeout", type=float, default=30.0, help="api: seconds per call"
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a graceful stop may take before the node exits anyway",
     )
     parser.add_argument(
         "--record", type=Path, help="api: write the calls' record here at stop"
@@ -183,18 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         max_calls=args.max_calls,
         call_timeout=args.call_timeout,
     )
-    done = stop_requested()
-    node.start()
-    pin_changes = watch_pins(node)
-    print("READY", flush=True)
-    while not done.wait(0.1):
-        if args.max_calls is not None and node.load is not None and node.load.finished:
-            break
-    record = {**node.stop(), "pin_changes": pin_changes}
+    with StopSignal() as stop:
+        node.start()
+        pin_changes = watch_pins(node)
+        print("READY", flush=True)
+        while not stop.wait(0.1):
+            if args.max_calls is not None and node.load and node.load.finished:
+                break
+        record = {**node.stop(args.stop_timeout), "pin_changes": pin_changes}
     if args.record is not None:
         args.record.write_text(json.dumps(record))
-    summary = ("calls", "failed_calls", "failures")
+    summary = ("calls", "failed_calls", "failures", "stopped")
     print(json.dumps({k: record[k] for k in summary if k in record}), flush=True)
+    if not record["stopped"]:
+        exit_abandoned()
     return 0
 
 
