@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from rpccompat import engine as dbengine
+from rpccompat import guard
 from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
 from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
@@ -177,6 +178,7 @@ def test_the_framework_schema_matches_the_models(request, backend):
         context = MigrationContext.configure(conn)
         diff = compare_metadata(context, Base.metadata)
         diff += compare_metadata(context, datamod.metadata)
+        diff += compare_metadata(context, guard.metadata)
     engine.dispose()
     assert [d for d in diff if d[0] != "remove_table"] == []
 
