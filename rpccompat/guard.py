@@ -98,9 +98,10 @@ class SchemaState:
         if gone := self.gone(release):
             return gone
         if self.contracting is not None and self.contracting.key > _key(release):
+            since = self.contracting_since or utcnow()
             return (
                 f"a contract to {self.contracting.release} has been running since "
-                f"{self.contracting_since:%Y-%m-%d %H:%M:%S} UTC and removes what "
+                f"{since:%Y-%m-%d %H:%M:%S} UTC and removes what "
                 f"{release.name} needs; upgrade this node to "
                 f"{self.contracting.release} or newer (if no contract runs any "
                 f"more, run {MANAGE} db contract again to finish it)"
