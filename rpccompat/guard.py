@@ -126,12 +126,20 @@ def read(
     executor: sa.Connection | orm.Session, project: str, *, lock: bool = False
 ) -> SchemaState | None:
     """``project``'s row (None: no tree of the project has been migrated
-    since the guard exists); ``lock`` holds it shared until the transaction
-    ends, so a contract cannot take its state in between."""
-    query = sa.select(state_table).where(state_table.c.project == project)
+    since the guard exists).
+
+    ``lock`` holds the row until the transaction ends, so a contract cannot
+    take its state between this read and the node's row: by a write that
+    changes nothing, as SQLite has no ``SELECT ... FOR SHARE`` and begins a
+    transaction only at a write (until then, another writer may commit
+    between two of its reads).
+    """
+    where = state_table.c.project == project
     if lock:
-        query = query.with_for_update(read=True)
-    row = executor.execute(query).one_or_none()
+        executor.execute(
+            state_table.update().where(where).values(project=state_table.c.project)
+        )
+    row = executor.execute(sa.select(state_table).where(where)).one_or_none()
     if row is None:
         return None
     return SchemaState(
@@ -148,8 +156,8 @@ def admit(session: orm.Session, history: History, node: str) -> None:
     start; called in the transaction that then writes the node's row."""
     try:
         state = read(session, history.project, lock=True)
-    except sa.exc.DBAPIError:
-        if sa.inspect(session.connection()).has_table(state_table.name):
+    except sa.exc.DBAPIError:  # looked at anew: the transaction is aborted
+        if sa.inspect(session.get_bind()).has_table(state_table.name):
             raise
         raise SchemaRefused(
             f"{node} refused to start: rpccompat's own tables are not expanded "

@@ -85,7 +85,7 @@ class Service:
         self._stopping = threading.Event()
         self._stop_step = "not stopping"
         self._heartbeat: threading.Thread | None = None
-        self.stopped_counting: str | None = None  # why, once the guard said so
+        self.stopped_counting: str | None = None  # why, once its row is marked
 
     def start(self) -> None:
         self.registry = ServiceRegistry(
@@ -165,9 +165,9 @@ class Service:
         graceful stop does, so no client is held back for a node whose calls
         fail; the operator stops and upgrades it."""
         LOG.error("%s", refused)
-        self.stopped_counting = str(refused)
         self._mark_stopped()
         self._announce("stop")
+        self.stopped_counting = str(refused)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Graceful stop: drain, stop counting, tell everyone, let go.
