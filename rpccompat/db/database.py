@@ -288,20 +288,15 @@ class Database:
     def _new_floors(self) -> dict[str, guard.Mark]:
         """The floor of each project whose tree has contract revisions
         pending: the one it has once all are applied."""
+        floors = {}
         with self.engine.connect() as conn:
-            pending = [
-                tree
-                for tree in self.trees
-                if tree.history is not None and tree.pending(conn, CONTRACT)
-            ]
-        floors = {
-            tree.history.project: guard.Mark.of(
-                tree.floor({r.revision for r in tree.revisions(CONTRACT)})
-            )
-            for tree in pending
-            if tree.history is not None
-        }
-        return {project: mark for project, mark in floors.items() if mark}
+            for tree in self.trees:
+                if tree.history is None or not tree.pending(conn, CONTRACT):
+                    continue
+                every = {r.revision for r in tree.revisions(CONTRACT)}
+                if floor := guard.Mark.of(tree.floor(every)):
+                    floors[tree.history.project] = floor
+        return floors
 
     def sync(self, **settings: Any) -> list[data.Totals]:
         """The offline path: expand, migrate, contract, with every service stopped.

@@ -3,14 +3,14 @@
 ``rpccompat-demo-node --release alpha --binary volume --host n1
 --config-file volumes.conf`` (or ``--db-url URL --transport-url URL``) runs a
 node until SIGTERM, as a real deployment would; it prints ``READY`` once
-serving (or one line on stderr and exit 3 when the database's schema does not
-serve its release) and, for an ``api`` node (one that only calls), one JSON
-line of its load counters when it stops - and with ``--record FILE`` writes there every
-call's timing, each failure with its cause and time, the rows its calls wrote
-and when its pins changed, for a harness to check.  A config file is read
-as a service reads its own: ``[DEFAULT] transport_url``, ``host``,
-``report_interval``, ``service_down_time``, ``pin_refresh_interval`` and
-``[database] connection``.
+serving (or one line on stderr and exits 3 when the database's schema does
+not serve its release) and, for an ``api`` node (one that only calls), one
+JSON line of its load counters when it stops - and with ``--record FILE``
+writes there every call's timing, each failure with its cause and time, the
+rows its calls wrote and when its pins changed, for a harness to check.  A
+config file is read as a service reads its own: ``[DEFAULT] transport_url``,
+``host``, ``report_interval``, ``service_down_time``,
+``pin_refresh_interval`` and ``[database] connection``.
 """
 
 from __future__ import annotations
