@@ -14,6 +14,12 @@ contract's floor; its heartbeat reads the floor again, and a node the floor
 has left behind stops counting.  Releases are compared by their
 ``objects_version``, which rises with every release of a history, so a node
 compares itself with releases its own (older) history does not know.
+
+A node below a running contract's floor refuses rather than waits: the
+contract may take long or have died half-way, a supervisor restarts the node
+anyway, and its one line says what to do.  A project with no row (no tree of
+it migrated since the guard exists, or a tree that declares no history) is
+not guarded.
 """
 
 from __future__ import annotations
