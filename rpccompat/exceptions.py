@@ -64,3 +64,8 @@ class ContractRefused(MigrationError):
     def __init__(self, message: str, blockers: tuple = ()) -> None:
         super().__init__(message)
         self.blockers = blockers
+
+
+class SchemaRefused(RPCCompatError):
+    """The database's schema does not serve this node's release: the structures
+    it needs are gone (contracted, or being contracted) or not there yet."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -149,14 +149,19 @@ class ServiceRegistry:
         objects_version: str,
         topic: str | None = None,
         availability_zone: str | None = None,
+        check: Callable[[orm.Session], None] | None = None,
     ) -> ServiceInfo:
         """Create or refresh this node's row: start-up and every heartbeat.
 
         A row an operator removed while the node still runs comes back, as in
-        Nova: a live node must never be invisible to the pins.
+        Nova: a live node must never be invisible to the pins.  ``check``
+        runs first in the same transaction (the schema guard); what it raises
+        leaves the row as it was.
         """
         now = utcnow()
         with self._session() as session:
+            if check is not None:
+                check(session)
             record = self._live(session, binary, host)
             if record is None:
                 record = ServiceRecord(

@@ -9,6 +9,10 @@ last old node's departure lifts pins everywhere within a moment.
 A stop always stops: the signal handler takes no lock (a flag and a byte
 down a pipe), and a drain that misses its deadline is abandoned, logged, and
 the process exits anyway, as systemd would have killed it.
+
+A node obeys the schema guard (rpccompat.guard): it refuses to start on a
+schema that does not serve its release - the row is never written, so it is
+never counted - and stops counting once a contract leaves its release behind.
 """
 
 from __future__ import annotations
@@ -24,15 +28,18 @@ from types import FrameType
 from typing import Any
 
 from oslo_config import cfg
+from sqlalchemy import orm
 
 from rpccompat import engine as dbengine
-from rpccompat import opts, pins, rpc
-from rpccompat.exceptions import HistoryError
+from rpccompat import guard, opts, pins, rpc
+from rpccompat.exceptions import HistoryError, SchemaRefused
 from rpccompat.history import History
 from rpccompat.objects import Serializer, VersionedObject
 from rpccompat.registry import ServiceInfo, ServiceRegistry
 
 LOG = logging.getLogger(__name__)
+# The schema guard's check of a report: (session, history, node name).
+Guard = Callable[[orm.Session, History, str], None]
 
 
 class Service:
@@ -78,12 +85,17 @@ class Service:
         self._stopping = threading.Event()
         self._stop_step = "not stopping"
         self._heartbeat: threading.Thread | None = None
+        self.stopped_counting: str | None = None  # why, once its row is marked
 
     def start(self) -> None:
         self.registry = ServiceRegistry(
             dbengine.create_engine(self.conf.database.connection)
         )
-        self.report()  # before any client is built
+        try:  # before any client is built; a refused node writes no row
+            self.report(guard.admit)
+        except SchemaRefused:
+            self._close_database()
+            raise
         self.transport = rpc.make_transport(self.conf)
         self.pins = pins.Pins(
             self.history,
@@ -120,11 +132,15 @@ class Service:
             self.transport, endpoint, self.pins, self.objects, **kwargs
         )
 
-    def report(self) -> ServiceInfo:
-        """Write this node's row: its release and versions, and a heartbeat."""
+    def report(self, check: Guard = guard.still_served) -> ServiceInfo:
+        """Write this node's row: its release and versions, and a heartbeat,
+        unless ``check`` (the schema guard) says the schema does not serve
+        this release: then SchemaRefused, and the row is left as it was."""
         assert self.registry is not None
         release = self.history.current
+        node = f"{self.binary}@{self.host} ({release.name})"
         return self.registry.report(
+            check=lambda session: check(session, self.history, node),
             host=self.host,
             binary=self.binary,
             topic=self.topic,
@@ -138,8 +154,20 @@ class Service:
         while not self._stopping.wait(self.conf.report_interval):
             try:
                 self.report()
+            except SchemaRefused as refused:
+                self._stop_counting(refused)
+                return
             except Exception:
                 LOG.exception("heartbeat of %s@%s failed", self.binary, self.host)
+
+    def _stop_counting(self, refused: SchemaRefused) -> None:
+        """A contract removed what this release needs: leave the pins as a
+        graceful stop does, so no client is held back for a node whose calls
+        fail; the operator stops and upgrades it."""
+        LOG.error("%s", refused)
+        self._mark_stopped()
+        self._announce("stop")
+        self.stopped_counting = str(refused)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Graceful stop: drain, stop counting, tell everyone, let go.

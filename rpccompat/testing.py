@@ -92,9 +92,10 @@ def check_fingerprints(
 def check_migrations(tree: MigrationTree) -> list[str]:
     """Problems of a migration tree (empty: none), without a database.
 
-    The head files name the real heads, every contract revision declares a
-    ``requires_release`` the history knows, and the lint finds nothing that
-    is not declared as an exception.
+    The head files name the real heads, every expand revision declares a
+    ``serves_release`` and every contract revision a ``requires_release``
+    the history knows, and the lint finds nothing that is not declared as an
+    exception.
     """
     problems = tree.problems()
     problems += [str(finding) for finding in lint.errors(lint.lint(tree))]

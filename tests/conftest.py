@@ -165,12 +165,18 @@ def cluster(sqlite_url: str, transport_url: str) -> Iterator[Cluster]:
 
 
 def spawn_node(
-    db_url: str, transport_url: str, release: str, binary: str, host: str, *extra: str
+    db_url: str,
+    transport_url: str,
+    release: str,
+    binary: str,
+    host: str,
+    *extra: str,
+    stderr: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[str]:
     """A node of the sample service as its own OS process; it prints READY."""
     return subprocess.Popen(
         [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
          "--binary", binary, "--host", host, "--db-url", db_url,
          "--transport-url", transport_url, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip

@@ -9,9 +9,16 @@ import time
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from rpccompat import engine as dbengine
+from rpccompat import guard
+from rpccompat.db import Database
+from rpccompat.demo import beta, schema
 from rpccompat.demo.load import Load
-from rpccompat.demo.node import Node, Settings, make_conf
+from rpccompat.demo.node import REFUSED, Node, Settings, make_conf
+from rpccompat.exceptions import SchemaRefused
+from rpccompat.registry import ServiceRegistry
 from tests.conftest import Cluster, mixed_period_database, spawn_node
 
 # A lost call fails by this timeout; an answered one, however slow, passes.
@@ -191,3 +198,106 @@ def test_a_drain_that_misses_its_deadline_is_abandoned_and_logged(sqlite_url, ca
         assert "abandoned it while draining the RPC server" in caplog.text
     finally:
         endpoint.release.set()
+
+
+# -- the schema guard ---------------------------------------------------------
+
+MEMORY = "kombu+memory:////"
+
+
+def contracted_database(db_url: str) -> sa.Engine:
+    """The sample's database after a whole upgrade: alpha's column is gone."""
+    engine = mixed_period_database(db_url)
+    database = Database(engine, [schema.TREE])
+    database.migrate()
+    database.contract()
+    return engine
+
+
+def refused_start(db_url: str, release: str, host: str = "n1") -> str:
+    """The one line a node of ``release`` refuses to start with, in-process."""
+    node = Node(Settings(db_url=db_url, transport_url=MEMORY), release, "volume", host)
+    with pytest.raises(SchemaRefused) as refused:
+        node.start()
+    return str(refused.value)
+
+
+def test_an_alpha_node_refuses_to_start_after_contract_and_is_never_counted(db_url):
+    engine = contracted_database(db_url)
+    try:
+        line = refused_start(db_url, "alpha")
+        assert "volume@n1 (alpha) refused to start" in line, line
+        assert "upgrade this node to beta" in line, line
+        assert ServiceRegistry(engine).services() == []
+    finally:
+        engine.dispose()
+
+
+def test_an_alpha_node_process_exits_non_zero_with_one_line(sqlite_url):
+    contracted_database(sqlite_url).dispose()
+    proc = spawn_node(
+        sqlite_url, MEMORY, "alpha", "volume", "n1", stderr=subprocess.PIPE
+    )
+    out, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == REFUSED != 0, (out, err)
+    assert "READY" not in out
+    ours = [line for line in err.splitlines() if "rpccompat-demo-node" in line]
+    assert ours == [
+        "rpccompat-demo-node: volume@n1 (alpha) refused to start: contract "
+        "removed what alpha needs (the oldest release allowed is beta); upgrade "
+        "this node to beta or newer"
+    ], err
+
+
+def test_a_beta_node_refuses_to_start_before_expand(db_url):
+    engine = dbengine.create_engine(db_url)
+    schema.install_alpha(engine)
+    try:
+        line = refused_start(db_url, "beta")
+        assert "not expanded for beta yet (it serves up to alpha)" in line, line
+        assert "rpccompat-manage db expand" in line, line
+        assert ServiceRegistry(engine).services() == []
+    finally:
+        engine.dispose()
+
+
+def test_a_node_below_a_running_contract_refuses_and_a_new_one_starts(db_url):
+    engine = mixed_period_database(db_url)
+    beta_floor = guard.Mark.of(beta.HISTORY.release("beta"))
+    try:
+        with guard.contracting(engine, {"volumes": beta_floor}):
+            line = refused_start(db_url, "alpha")
+            node = Node(Settings(db_url, MEMORY), "beta", "volume", "n2")
+            node.start()
+            node.stop()
+        assert "a contract to beta has been running since" in line, line
+        assert [s.host for s in ServiceRegistry(engine).services()] == ["n2"]
+        with engine.connect() as conn:
+            assert guard.read(conn, "volumes").contracting is None  # over
+    finally:
+        engine.dispose()
+
+
+def test_a_running_alpha_node_left_behind_by_a_contract_stops_counting(db_url, caplog):
+    """A contract that ran while the node was down (``db sync``, or an
+    offline contract) and a node that comes back: it held every client's pin
+    at alpha, for calls that fail."""
+    engine = mixed_period_database(db_url)
+    node = Node(Settings(db_url, MEMORY, report_interval=0.1), "alpha", "volume", "n1")
+    node.start()
+    try:
+        with engine.connect() as conn:  # a contract that ran while it was down
+            floor = guard.Mark.of(beta.HISTORY.release("beta"))
+            guard.record_served(conn, "volumes", floor, floor)
+        deadline = time.monotonic() + HANG  # only to detect a hang
+        while node.service.stopped_counting is None:
+            assert time.monotonic() < deadline, "the heartbeat never saw the floor"
+            time.sleep(0.05)
+        row = ServiceRegistry(engine).get("volume", "n1")
+        assert row.state(60) == "stopped", row
+        line = "volume@n1 (alpha) stops counting: contract removed what alpha needs"
+        assert line in node.service.stopped_counting
+        assert line in caplog.text
+    finally:
+        node.stop()
+        engine.dispose()

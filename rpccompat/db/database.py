@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rpccompat import guard
 from rpccompat.db import data
 from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
 from rpccompat.exceptions import ContractRefused, MigrationError, UnknownRelease
@@ -269,10 +270,33 @@ class Database:
         return results
 
     def contract(self, *, offline: bool = False, **settings: Any) -> None:
-        """Apply every tree's contract branch, or raise ContractRefused."""
+        """Apply every tree's contract branch, or raise ContractRefused.
+
+        The gate is checked, then the contracting state is taken (committed:
+        from then on a node below the new floor refuses to start) and the
+        services are checked again, so a node that started between the first
+        check and the state blocks the contract instead of losing its
+        columns.  The trees record the new floor; the state is cleared
+        however the contract ends.
+        """
         _refuse(self.blockers(offline=offline))
-        for tree in self.trees:
-            self._upgrade(tree, f"{CONTRACT}@head", **settings)
+        with guard.contracting(self.engine, self._new_floors()):
+            _refuse(self._service_blockers(offline))
+            for tree in self.trees:
+                self._upgrade(tree, f"{CONTRACT}@head", **settings)
+
+    def _new_floors(self) -> dict[str, guard.Mark]:
+        """The floor of each project whose tree has contract revisions
+        pending: the one it has once all are applied."""
+        floors = {}
+        with self.engine.connect() as conn:
+            for tree in self.trees:
+                if tree.history is None or not tree.pending(conn, CONTRACT):
+                    continue
+                every = {r.revision for r in tree.revisions(CONTRACT)}
+                if floor := guard.Mark.of(tree.floor(every)):
+                    floors[tree.history.project] = floor
+        return floors
 
     def sync(self, **settings: Any) -> list[data.Totals]:
         """The offline path: expand, migrate, contract, with every service stopped.

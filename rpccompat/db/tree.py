@@ -9,6 +9,7 @@ project upgrade independently in one database.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -26,9 +27,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError as AlembicError
 
+from rpccompat import guard
 from rpccompat.db.data import DataMigrations
 from rpccompat.exceptions import MigrationError
-from rpccompat.history import History
+from rpccompat.history import History, Release
 
 EXPAND, CONTRACT = "expand", "contract"
 BRANCHES = (EXPAND, CONTRACT)
@@ -36,6 +38,7 @@ HEAD_FILES = {EXPAND: "EXPAND_HEAD", CONTRACT: "CONTRACT_HEAD"}
 ENVIRONMENT = Path(__file__).parent / "alembic"
 ENTRY_POINT_GROUP = "rpccompat.migration_trees"
 RUNNING = re.compile(r"^-- Running upgrade .*-> (\S+)$")
+RELEASE_ATTRIBUTES = {EXPAND: "serves_release", CONTRACT: "requires_release"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +46,12 @@ class MigrationTree:
     """What a service project declares to get expand / migrate / contract.
 
     ``versions`` holds the revision scripts and the ``EXPAND_HEAD`` and
-    ``CONTRACT_HEAD`` files; each contract revision names, in
-    ``requires_release``, the oldest release of ``history`` that every
-    service must run before it may be applied.
+    ``CONTRACT_HEAD`` files; each expand revision names, in
+    ``serves_release``, the release of ``history`` whose structures it adds
+    (a node of that release needs it applied), and each contract revision
+    names, in ``requires_release``, the oldest release of ``history`` that
+    every service must run before it may be applied.  The schema guard
+    (rpccompat.guard) records both after every migration.
     """
 
     name: str
@@ -103,8 +109,9 @@ class MigrationTree:
 
     def problems(self) -> list[str]:
         """What is wrong with the tree itself (empty: nothing), no database needed:
-        head files that do not name the heads, and contract revisions without
-        a ``requires_release`` the history declares."""
+        head files that do not name the heads, and revisions without a
+        ``serves_release`` (expand) or ``requires_release`` (contract) the
+        history declares."""
         problems = []
         try:
             self.check_head_files()
@@ -113,22 +120,25 @@ class MigrationTree:
         if self.history is None:
             return problems
         releases = [r.name for r in self.history.releases]
-        for revision in self.revisions(CONTRACT):
-            needed = self.requires_release(revision)
-            if needed is None:
-                problems.append(
-                    f"contract revision {revision.revision} declares no "
-                    "requires_release"
-                )
-            elif needed not in releases:
-                problems.append(
-                    f"contract revision {revision.revision} requires {needed!r}, "
-                    "which the history does not declare"
-                )
+        for branch, attribute in RELEASE_ATTRIBUTES.items():
+            for revision in self.revisions(branch):
+                named = getattr(revision.module, attribute, None)
+                if named is None:
+                    problems.append(
+                        f"{branch} revision {revision.revision} declares no {attribute}"
+                    )
+                elif named not in releases:
+                    problems.append(
+                        f"{branch} revision {revision.revision} names {named!r} "
+                        f"in {attribute}, which the history does not declare"
+                    )
         return problems
 
     def requires_release(self, revision: Script) -> str | None:
         return getattr(revision.module, "requires_release", None)
+
+    def serves_release(self, revision: Script) -> str | None:
+        return getattr(revision.module, "serves_release", None)
 
     def lint_exceptions(self, revision: Script) -> dict[str, str]:
         return dict(getattr(revision.module, "lint_exceptions", {}))
@@ -195,9 +205,63 @@ class MigrationTree:
         ``conn`` must not be in a transaction: each revision commits on its
         own, and PostgreSQL's concurrent index builds run between them.
         """
-        command.upgrade(self.config(connection=conn, **attributes), target)
+        try:
+            command.upgrade(self.config(connection=conn, **attributes), target)
+        except BaseException:
+            # The revisions applied before the failure serve, or removed,
+            # releases too; the failure is what to report, not this.
+            with contextlib.suppress(Exception):
+                conn.rollback()
+                self.record_served(conn)
+            raise
         if conn.in_transaction():
             conn.commit()
+        self.record_served(conn)
+
+    def record_served(self, conn: sa.Connection) -> None:
+        """Tell the schema guard which releases the schema serves now."""
+        if self.history is None:
+            return
+        applied = self.applied(conn)
+        guard.record_served(
+            conn,
+            self.history.project,
+            guard.Mark.of(self.ceiling(applied)),
+            guard.Mark.of(self.floor(applied)),
+        )
+
+    def ceiling(self, applied: set[str]) -> Release | None:
+        """The newest release whose expand revisions (and every older
+        release's) are all in ``applied``; None: not even the oldest's."""
+        releases = self._positions()
+        missing = [
+            releases[named]
+            for revision in self.revisions(EXPAND)
+            if revision.revision not in applied
+            and (named := self.serves_release(revision)) in releases
+        ]
+        first_missing = min(missing, default=len(releases))
+        return self._release_at(first_missing - 1)
+
+    def floor(self, applied: set[str]) -> Release | None:
+        """The newest release a contract revision in ``applied`` requires:
+        older ones lost structures they need (None: none contracted)."""
+        releases = self._positions()
+        required = [
+            releases[named]
+            for revision in self.revisions(CONTRACT)
+            if revision.revision in applied
+            and (named := self.requires_release(revision)) in releases
+        ]
+        return self._release_at(max(required, default=-1))
+
+    def _positions(self) -> dict[str | None, int]:
+        assert self.history is not None
+        return {r.name: i for i, r in enumerate(self.history.releases)}
+
+    def _release_at(self, position: int) -> Release | None:
+        assert self.history is not None
+        return self.history.releases[position] if position >= 0 else None
 
     def render(self, dialect: str) -> dict[str, str]:
         """The SQL each revision runs on ``dialect``, rendered without a database."""

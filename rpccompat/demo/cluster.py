@@ -194,10 +194,13 @@ class RollingUpgrade:
             for i in range(1, self.volume_nodes + 1)
         }
         api_alpha = self._start_api("alpha", "api-1")
-        self._start_api("beta", "api-2")
-        self._step("cluster at alpha, clients of both releases calling")
+        self._step("cluster at alpha, an alpha client calling")
         self.database.expand()
-        self._step("db expand: name, description, attach_mode added; sync triggers")
+        self._start_api("beta", "api-2")  # beta's code needs beta's expand
+        self._step(
+            "db expand: name, description, attach_mode added; sync triggers; "
+            "a beta client calling"
+        )
         pin_lift_seconds = None
         for number, host in enumerate(list(volumes)):
             volumes[host].stop()

@@ -3,13 +3,14 @@
 ``rpccompat-demo-node --release alpha --binary volume --host n1
 --config-file volumes.conf`` (or ``--db-url URL --transport-url URL``) runs a
 node until SIGTERM, as a real deployment would; it prints ``READY`` once
-serving and, for an ``api`` node (one that only calls), one JSON line of its
-load counters when it stops - and with ``--record FILE`` writes there every
-call's timing, each failure with its cause and time, the rows its calls wrote
-and when its pins changed, for a harness to check.  A config file is read
-as a service reads its own: ``[DEFAULT] transport_url``, ``host``,
-``report_interval``, ``service_down_time``, ``pin_refresh_interval`` and
-``[database] connection``.
+serving (or one line on stderr and exits 3 when the database's schema does
+not serve its release) and, for an ``api`` node (one that only calls), one
+JSON line of its load counters when it stops - and with ``--record FILE``
+writes there every call's timing, each failure with its cause and time, the
+rows its calls wrote and when its pins changed, for a harness to check.  A
+config file is read as a service reads its own: ``[DEFAULT] transport_url``,
+``host``, ``report_interval``, ``service_down_time``,
+``pin_refresh_interval`` and ``[database] connection``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from rpccompat import engine as dbengine
 from rpccompat import opts
 from rpccompat.demo import alpha, beta
 from rpccompat.demo.load import Load
+from rpccompat.exceptions import SchemaRefused
 from rpccompat.service import Service, StopSignal, exit_abandoned
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
 VOLUME, API = "volume", "api"
+REFUSED = 3  # exit code: the schema does not serve this release
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +117,11 @@ class Node:
         return f"{self.binary}@{self.host} ({self.release})"
 
     def start(self) -> None:
-        self.service.start()
+        try:
+            self.service.start()
+        except SchemaRefused:  # nothing started, nothing to stop
+            self._engine.dispose()
+            raise
         if self.binary == API:
             client = self.service.client(
                 self.code.VolumeManager, timeout=self._call_timeout
@@ -195,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         call_timeout=args.call_timeout,
     )
     with StopSignal() as stop:
-        node.start()
+        try:
+            node.start()
+        except SchemaRefused as refused:
+            print(f"rpccompat-demo-node: {refused}", file=sys.stderr, flush=True)
+            return REFUSED
         pin_changes = watch_pins(node)
         print("READY", flush=True)
         while not stop.wait(0.1):

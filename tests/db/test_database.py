@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from rpccompat import engine as dbengine
+from rpccompat import guard
 from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
 from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
@@ -177,6 +178,7 @@ def test_the_framework_schema_matches_the_models(request, backend):
         context = MigrationContext.configure(conn)
         diff = compare_metadata(context, Base.metadata)
         diff += compare_metadata(context, datamod.metadata)
+        diff += compare_metadata(context, guard.metadata)
     engine.dispose()
     assert [d for d in diff if d[0] != "remove_table"] == []
 
@@ -289,3 +291,82 @@ def test_writers_of_both_releases_lose_and_mismatch_nothing_through_e_m_c(engine
     wrong = [k for k, v in expected.items() if k in stored and stored[k] != v]
     assert lost == [] and wrong == []
     assert len(expected) > 400
+
+
+# -- the schema guard ---------------------------------------------------------
+
+
+def schema_state(engine: sa.Engine) -> guard.SchemaState:
+    with engine.connect() as conn:
+        state = guard.read(conn, "volumes")
+    assert state is not None
+    return state
+
+
+def has_display_name(engine: sa.Engine) -> bool:
+    columns = sa.inspect(engine).get_columns("volumes")
+    return "display_name" in {c["name"] for c in columns}
+
+
+class JoinedAfterTheGate(Database):
+    """A contract during which an alpha node registers (from its own
+    connection) right after the gate's first check, before any DDL: the race
+    that finished "contracted" under a running alpha node."""
+
+    def blockers(self, *args, **kwargs):
+        found = super().blockers(*args, **kwargs)
+        elsewhere = dbengine.create_engine(self.engine.url)
+        try:
+            report(ServiceRegistry(elsewhere), "late", "alpha")
+        finally:
+            elsewhere.dispose()
+        return found
+
+
+def test_a_node_that_joins_after_the_gate_makes_contract_refuse(engine):
+    schema.install_mixed_period(engine)
+    database = JoinedAfterTheGate(engine, [schema.TREE])
+    database.migrate()
+    message = refusal(database)
+    assert "volume@late runs alpha (up); contract beta_contract needs beta" in message
+    assert has_display_name(engine)  # nothing was dropped
+    state = schema_state(engine)
+    assert (state.floor.release, state.contracting) == ("alpha", None)
+
+
+def test_contract_records_the_floor_and_clears_its_state(engine):
+    schema.install_alpha(engine)
+    state = schema_state(engine)
+    assert (state.ceiling.release, state.floor.release) == ("alpha", "alpha")
+    database = Database(engine, [schema.TREE])
+    database.expand()
+    assert schema_state(engine).ceiling.release == "beta"
+    database.migrate()
+    database.contract()
+    state = schema_state(engine)
+    assert (state.ceiling.release, state.floor.release) == ("beta", "beta")
+    assert (state.contracting, state.contracting_since) == (None, None)
+
+
+class FailsMidContract(Database):
+    """A contract whose DDL fails, after its state was taken."""
+
+    seen: guard.SchemaState | None = None
+
+    def _upgrade(self, tree, target, **settings):
+        if target.startswith("contract"):
+            self.seen = schema_state(self.engine)
+            raise RuntimeError("the DDL failed")
+        super()._upgrade(tree, target, **settings)
+
+
+def test_a_failed_contract_held_its_state_while_running_and_clears_it(engine):
+    schema.install_mixed_period(engine)
+    database = FailsMidContract(engine, [schema.TREE])
+    database.migrate()
+    with pytest.raises(RuntimeError, match="the DDL failed"):
+        database.contract()
+    assert database.seen is not None and database.seen.contracting.release == "beta"
+    assert database.seen.contracting_since is not None
+    state = schema_state(engine)
+    assert (state.floor.release, state.contracting) == ("alpha", None)

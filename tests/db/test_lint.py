@@ -153,7 +153,7 @@ def test_a_declared_exception_is_allowed_with_its_reason(tmp_path):
     assert "allowed: c was never read" in str(allowed[0])
 
 
-def test_check_migrations_reports_stale_head_files_and_missing_requires(tmp_path):
+def test_check_migrations_reports_stale_head_files_and_missing_releases(tmp_path):
     make_tree(
         tmp_path,
         expand="def upgrade():\n    pass\n",
@@ -164,3 +164,4 @@ def test_check_migrations_reports_stale_head_files_and_missing_requires(tmp_path
     problems = check_migrations(with_history)
     assert any("EXPAND_HEAD says base_expand" in p for p in problems), problems
     assert any("next_contract declares no requires_release" in p for p in problems)
+    assert any("next_expand declares no serves_release" in p for p in problems)

@@ -11,6 +11,7 @@ revision = "alpha_expand"
 down_revision = None
 branch_labels = ("expand",)
 depends_on = None
+serves_release = "alpha"
 
 
 def upgrade() -> None:

@@ -16,6 +16,7 @@ revision = "beta_expand"
 down_revision = "alpha_expand"
 branch_labels = None
 depends_on = None
+serves_release = "beta"
 
 
 def upgrade() -> None:
