@@ -164,6 +164,9 @@ class ColumnSync:
         ``query`` selects the key and the new columns.  Rows whose new
         columns are all NULL (written by the old release before expand, not
         reached by the backfill yet) are converted first, then read again.
+        The conversion is the backfill's: it skips a row whose shapes agree
+        by the time it holds the row's lock, so a new-shape write committed
+        since the SELECT is read back, not reset.
         New code reads and writes only the new columns; it never names the
         old ones, so it keeps working after contract drops them.
         """
