@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
+from rpccompat import engine as dbengine
 from rpccompat.db.sync import REFUSED
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
@@ -315,3 +318,34 @@ def test_read_keeps_a_new_shape_write_between_its_select_and_its_conversion(imag
         sa.event.listen(conn, "before_cursor_execute", concurrent_write)
         assert [tuple(r) for r in IMAGES.read(conn, query)] == [("before", "private")]
     assert image(images, "before") == (False, "private")
+
+
+VISIBILITIES = ("public", "private", "shared", "community")
+
+
+def test_a_conversion_to_a_postgresql_enum_is_cast_to_it(postgresql_url):
+    """PostgreSQL stores and compares no text as an enum without a cast."""
+    enum = sa.Enum(*VISIBILITIES, name="image_visibility")
+    sync = dataclasses.replace(IMAGES, types={"visibility": enum})
+    engine = dbengine.create_engine(postgresql_url)
+    try:
+        with engine.begin() as conn:
+            enum.create(conn)
+            conn.exec_driver_sql(
+                "CREATE TABLE images (id VARCHAR(36) PRIMARY KEY, "
+                "is_public BOOLEAN, visibility image_visibility)"
+            )
+            conn.exec_driver_sql("INSERT INTO images VALUES ('before', true, NULL)")
+            for statement in sync.create_triggers("postgresql"):
+                conn.exec_driver_sql(statement)
+        write(engine, "INSERT INTO images (id, is_public) VALUES ('old', false)")
+        write(engine, "INSERT INTO images (id, visibility) VALUES ('new', 'private')")
+        with engine.begin() as conn:
+            assert sync.migrate_rows(conn, ["before", "old", "new"]) == 1
+        assert [image(engine, k) for k in ("before", "old", "new")] == [
+            (True, "public"),
+            (False, "shared"),
+            (False, "private"),
+        ]
+    finally:
+        engine.dispose()
