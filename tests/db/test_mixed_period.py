@@ -42,6 +42,7 @@ WRITERS = (0, 1)
 SOLO = 2  # writes both shapes, each in a transaction of its own
 TREE, MIGRATION = "model", "backfill"
 JOIN_TIMEOUT = 60  # only to detect a hang
+LOCK_WAIT = 0.02  # how long a backfill batch or a read may run before writers commit
 CHECKED: dict[str, list[int]] = {}  # backend: [sequences, steps, divergences]
 
 
@@ -403,6 +404,8 @@ class Run:
         outcome: list[Any] = []
         thread = threading.Thread(target=lambda: outcome.append(_caught(action, step)))
         thread.start()
+        if self.transactions:
+            thread.join(LOCK_WAIT)  # time to reach a row the writers hold
         for number in list(self.transactions):
             self.end(number, commit=True)
         thread.join(JOIN_TIMEOUT)
