@@ -76,7 +76,9 @@ class ColumnSync:
     to_new: Conversion
     to_old: Conversion
     name: str = ""
-    types: Mapping[str, TypeEngine[Any]] = dataclasses.field(default_factory=dict)
+    types: Mapping[str, TypeEngine[Any]] = dataclasses.field(
+        default_factory=dict, hash=False
+    )
 
     @classmethod
     def rename(cls, table: str, key: str, old: str, new: str) -> ColumnSync:
@@ -224,8 +226,8 @@ class ColumnSync:
         ]
 
     def _refusal(self) -> str:
-        """The message of a refused write: one line, under MySQL's 128."""
-        return f"{self.name}: {REFUSED}; write one shape, or both in step"
+        """The message of a refused write: one line, within MySQL's 128."""
+        return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
 
     def _postgresql(self, r: _Renderer) -> list[str]:
         refuse = (
