@@ -184,7 +184,6 @@ def _next_step(
         return Step("commit", next(c for c in model.open if c != conn))
     free = [k for k in model.rows if not model.held_by_another(conn, k)]
     if conn == SOLO:
-        free = [k for k in free if not model.held_by_another(-1, k)]
         if one_writer_at_once and model.open:
             return Step("commit", next(iter(model.open)))
         return _both(rng, shape, free)
@@ -322,7 +321,6 @@ class Run:
         if (
             model.held_by_another(step.conn, step.key)
             or (step.kind == "insert") == exists
-            or (step.conn == SOLO and model.held_by_another(SOLO, step.key))
         ):
             return  # not possible here (a shrunk sequence): skipped
         conn = self.connection(step.conn)
