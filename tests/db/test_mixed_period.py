@@ -157,16 +157,14 @@ def generate(shape: Shape, seed: int, one_writer_at_once: bool) -> list[Step]:
     for step in steps:
         model.rows[step.key] = (step.old, (None,) * len(shape.sync.new))
     while len(steps) < LEGACY_ROWS + STEPS:
-        step = _next_step(rng, shape, model, one_writer_at_once)
-        if step is not None:
-            steps.append(step)
-            _apply(model, step)
+        steps.append(_next_step(rng, shape, model, one_writer_at_once))
+        _apply(model, steps[-1])
     return steps
 
 
 def _next_step(
     rng: random.Random, shape: Shape, model: Model, one_writer_at_once: bool
-) -> Step | None:
+) -> Step:
     roll = rng.random()
     if roll < 0.08:
         return Step("backfill", size=rng.randint(1, 5))
