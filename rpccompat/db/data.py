@@ -119,7 +119,10 @@ class Backfill:
     and moves the cursor in the same transaction.  The first call notes the
     highest key: expand installed the sync triggers before migrate starts,
     so rows written since, whatever their key, are converted already and the
-    backfill ends there instead of chasing new inserts.  Unlike ``WHERE new
+    backfill ends there instead of chasing new inserts.  Within its keys it
+    converts only rows whose shapes disagree (:meth:`ColumnSync.convert`),
+    so a row either release wrote since expand - a random key below the
+    highest included - is kept as written.  Unlike ``WHERE new
     IS NULL LIMIT n`` it never rescans converted rows, so the last batch
     costs what the first did.
     """

@@ -3,25 +3,54 @@
 While release N-1 writes the old column(s) and release N the new, triggers
 copy each write across; the backfill and migrate-on-load run the very same
 conversion, so a row converted by a trigger, by the backfill or on load is
-converted alike.  Which side a statement wrote is decided with null-safe
-comparisons (``IS DISTINCT FROM``, ``<=>``, ``IS NOT``): on INSERT the side
-left NULL is filled, on UPDATE the side that changed wins.
+converted alike.
+
+The mixed-period rule: each row's two shapes agree with the latest write,
+in whichever shape it came.  They *agree* when the old columns are what the
+new ones convert to (the row is *in step*: ``old IS NOT DISTINCT FROM
+to_old(new)``) or the new columns are what the old ones convert to (``new IS
+NOT DISTINCT FROM to_new(old)``, the same rule seen from the other side: an
+old value the new shape cannot hold exactly, ``'007'`` for 7, is kept).
+Only rows whose shapes disagree are ever converted:
+
+- a statement that writes one shape (on INSERT: sets it non-NULL; on UPDATE:
+  changes it, compared null-safely) converts the other from it;
+- a statement that writes neither converts nothing: a value one shape cannot
+  represent (``visibility = 'private'`` under a boolean ``is_public``)
+  survives every write that leaves the other shape as it was;
+- a statement that writes both shapes so that they disagree is refused with
+  :data:`REFUSED` in the error, on every backend (as Glance's trigger did):
+  no rule could say which of the two it meant;
+- the backfill and migrate-on-load convert the old shape to the new, only in
+  rows that disagree, which only rows written before the triggers can do.
+
+Each conversion must map NULL to NULL and give its own input back where the
+other shape can hold it (``to_old(to_new(old)) == old``), or the triggers
+would rewrite what a release just wrote.  On SQLite, whose triggers update
+the row again and so fire each other, the same "only if they disagree" guard
+is what stops a trigger's UPDATE from firing the reverse trigger.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import dialects
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.type_api import TypeEngine
+from sqlalchemy.sql.visitors import InternalTraversal
 
 Conversion = Callable[[Any], dict[str, ColumnElement[Any]]]
 DIALECTS = ("sqlite", "mysql", "postgresql")
+#: In the error of a write refused because it set both shapes apart.
+REFUSED = "wrote the old and the new columns with values that disagree"
 
 
 def dialect_named(name: str) -> Dialect:
@@ -35,6 +64,9 @@ class ColumnSync:
     ``to_new`` receives the old columns as attributes and returns the value
     of each new column as a SQLAlchemy expression; ``to_old`` the reverse.
     ``key`` is the primary key: triggers and the backfill address rows by it.
+    ``types`` names the SQL type of columns whose converted value PostgreSQL
+    would not store or compare without a cast (an enum, an integer from a
+    text expression); the conversion is cast to it there.
     """
 
     table: str
@@ -44,6 +76,9 @@ class ColumnSync:
     to_new: Conversion
     to_old: Conversion
     name: str = ""
+    types: Mapping[str, TypeEngine[Any]] = dataclasses.field(
+        default_factory=dict, hash=False
+    )
 
     @classmethod
     def rename(cls, table: str, key: str, old: str, new: str) -> ColumnSync:
@@ -77,7 +112,20 @@ class ColumnSync:
                 f"{self.name}: {what} must give exactly {list(columns)}, "
                 f"it gave {sorted(values)}"
             )
-        return values
+        return {
+            column: _Target(value, self.types[column])
+            if column in self.types
+            else value
+            for column, value in values.items()
+        }
+
+    def agree(self, source: Any) -> ColumnElement[bool]:
+        """Whether the two shapes of the row in ``source`` agree (see the
+        module's docstring): old in step with new, or new with old."""
+        return sa.or_(
+            _equal(source, self.old_values(source)),
+            _equal(source, self.new_values(source)),
+        )
 
     @functools.cached_property
     def table_clause(self) -> sa.TableClause:
@@ -89,11 +137,19 @@ class ColumnSync:
     # -- rows: the backfill and migrate-on-load ----------------------------
 
     def convert(self, where: ColumnElement[bool]) -> sa.Update:
-        """UPDATE setting the new columns from the old where they differ."""
+        """UPDATE setting the new columns from the old in the rows of
+        ``where`` whose shapes disagree.
+
+        The condition is checked again on the row as it is when the UPDATE
+        gets its lock, so a write committed meanwhile by either release is
+        kept: the triggers made that row agree.
+        """
         table = self.table_clause
-        values = self.new_values(table.c)
-        differs = sa.or_(*(table.c[c].is_distinct_from(v) for c, v in values.items()))
-        return table.update().where(where, differs).values(values)
+        return (
+            table.update()
+            .where(where, sa.not_(self.agree(table.c)))
+            .values(self.new_values(table.c))
+        )
 
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
         """Convert these rows now; returns how many needed it (see read)."""
@@ -110,6 +166,9 @@ class ColumnSync:
         ``query`` selects the key and the new columns.  Rows whose new
         columns are all NULL (written by the old release before expand, not
         reached by the backfill yet) are converted first, then read again.
+        The conversion is the backfill's: it skips a row whose shapes agree
+        by the time it holds the row's lock, so a new-shape write committed
+        since the SELECT is read back, not reset.
         New code reads and writes only the new columns; it never names the
         old ones, so it keeps working after contract drops them.
         """
@@ -166,20 +225,32 @@ class ColumnSync:
             f"{self.name}_{n}" for n in ("ins_new", "ins_old", "upd_new", "upd_old")
         ]
 
+    def _refusal(self) -> str:
+        """The message of a refused write: one line, within MySQL's 128."""
+        return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
+
     def _postgresql(self, r: _Renderer) -> list[str]:
+        refuse = (
+            "RAISE EXCEPTION USING ERRCODE = 'check_violation', "
+            f"MESSAGE = {r.text(self._refusal())}"
+        )
+
+        def branches(event: str) -> str:
+            old, new = r.written(event, self.old), r.written(event, self.new)
+            return f"""
+      IF {old} AND {new} THEN
+        {refuse};
+      ELSIF {old} THEN
+        {r.assign("NEW.", self.new_values, ":=", "; ")};
+      ELSIF {new} THEN
+        {r.assign("NEW.", self.old_values, ":=", "; ")};
+      END IF;"""
+
         body = f"""
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    IF {r.all_null("NEW", self.new)} AND NOT {r.all_null("NEW", self.old)} THEN
-      {r.assign("NEW.", self.new_values, ":=", "; ")};
-    ELSIF {r.all_null("NEW", self.old)} AND NOT {r.all_null("NEW", self.new)} THEN
-      {r.assign("NEW.", self.old_values, ":=", "; ")};
-    END IF;
-  ELSE
-    IF {r.changed(self.old)} AND NOT {r.changed(self.new)} THEN
-      {r.assign("NEW.", self.new_values, ":=", "; ")};
-    ELSIF {r.changed(self.new)} AND NOT {r.changed(self.old)} THEN
-      {r.assign("NEW.", self.old_values, ":=", "; ")};
+  IF NOT {r.agree(self)} THEN
+    IF TG_OP = 'INSERT' THEN{branches("INSERT")}
+    ELSE{branches("UPDATE")}
     END IF;
   END IF;
   RETURN NEW;
@@ -193,48 +264,84 @@ END"""
         ]
 
     def _mysql(self, r: _Renderer) -> list[str]:
-        insert, update = (r.q(n) for n in self._trigger_names("mysql"))
-        table = r.q(self.table)
         set_new = "SET " + r.assign("NEW.", self.new_values, "=", ", ")
         set_old = "SET " + r.assign("NEW.", self.old_values, "=", ", ")
-        return [
-            f"CREATE TRIGGER {insert} BEFORE INSERT ON {table} FOR EACH ROW BEGIN\n"
-            f"  IF {r.all_null('NEW', self.new)} AND NOT "
-            f"{r.all_null('NEW', self.old)} THEN {set_new};\n"
-            f"  ELSEIF {r.all_null('NEW', self.old)} AND NOT "
-            f"{r.all_null('NEW', self.new)} THEN {set_old};\n"
-            "  END IF;\nEND",
-            f"CREATE TRIGGER {update} BEFORE UPDATE ON {table} FOR EACH ROW BEGIN\n"
-            f"  IF {r.changed(self.old)} AND NOT {r.changed(self.new)} "
-            f"THEN {set_new};\n"
-            f"  ELSEIF {r.changed(self.new)} AND NOT {r.changed(self.old)} "
-            f"THEN {set_old};\n"
-            "  END IF;\nEND",
-        ]
+        refuse = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {r.text(self._refusal())}"
+        statements = []
+        for trigger, event in zip(
+            self._trigger_names("mysql"), ("INSERT", "UPDATE"), strict=True
+        ):
+            old, new = r.written(event, self.old), r.written(event, self.new)
+            statements.append(
+                f"CREATE TRIGGER {r.q(trigger)} BEFORE {event} ON {r.q(self.table)} "
+                f"FOR EACH ROW BEGIN\n"
+                f"  IF NOT {r.agree(self)} THEN\n"
+                f"    IF {old} AND {new} THEN {refuse};\n"
+                f"    ELSEIF {old} THEN {set_new};\n"
+                f"    ELSEIF {new} THEN {set_old};\n"
+                "    END IF;\n  END IF;\nEND"
+            )
+        return statements
 
     def _sqlite(self, r: _Renderer) -> list[str]:
         # SQLite cannot assign NEW in a trigger: AFTER triggers update the
-        # row again.  recursive_triggers is off by default, so that second
-        # UPDATE fires nothing; were it on, it would find nothing changed.
+        # row again.  recursive_triggers off stops a trigger firing itself,
+        # not another: the UPDATE of ins_new fires upd_old.  Each trigger
+        # fires only while the shapes disagree, and its UPDATE makes them
+        # agree, so the trigger it fires does nothing.  A refusal is a
+        # RAISE in the trigger of the first shape, which aborts the statement.
         table, key = r.q(self.table), r.q(self.key)
         where = f"WHERE {key} = NEW.{key}"
         set_new = f"UPDATE {table} SET {r.assign('', self.new_values, '=', ', ')}"
         set_old = f"UPDATE {table} SET {r.assign('', self.old_values, '=', ', ')}"
-        when = {
-            "ins_new": ("INSERT", r.all_null("NEW", self.new), self.old, set_new),
-            "ins_old": ("INSERT", r.all_null("NEW", self.old), self.new, set_old),
-            "upd_new": ("UPDATE", r.changed(self.old), self.new, set_new),
-            "upd_old": ("UPDATE", r.changed(self.new), self.old, set_old),
-        }
+        refuse = f"SELECT RAISE(ABORT, {r.text(self._refusal())})"
         statements = []
-        for name, (event, condition, other, action) in when.items():
-            unless = r.all_null("NEW", other) if event == "INSERT" else r.changed(other)
+        for name in ("ins_new", "ins_old", "upd_new", "upd_old"):
+            event = "INSERT" if name.startswith("ins") else "UPDATE"
+            old, new = r.written(event, self.old), r.written(event, self.new)
+            if name.endswith("new"):  # the old shape was written
+                when, action = old, f"{refuse} WHERE {new}; {set_new} {where};"
+            else:
+                when, action = f"{new} AND NOT {old}", f"{set_old} {where};"
             statements.append(
                 f"CREATE TRIGGER {r.q(f'{self.name}_{name}')} AFTER {event} ON "
-                f"{table} FOR EACH ROW WHEN {condition} AND NOT {unless}\n"
-                f"BEGIN {action} {where}; END"
+                f"{table} FOR EACH ROW WHEN {when} AND NOT {r.agree(self)}\n"
+                f"BEGIN {action} END"
             )
         return statements
+
+
+def _equal(source: Any, values: dict[str, ColumnElement[Any]]) -> ColumnElement[bool]:
+    """Whether each column of ``source`` named in ``values`` is its value."""
+    return sa.and_(*(source[c].is_not_distinct_from(v) for c, v in values.items()))
+
+
+class _Target(ColumnElement[Any]):
+    """A converted value, cast to its column's type where PostgreSQL needs it.
+
+    PostgreSQL neither stores nor compares text as an enum without a cast;
+    MariaDB/MySQL and SQLite convert on assignment, and MySQL cannot CAST to
+    most column types at all, so elsewhere the value is left as it is.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("value", InternalTraversal.dp_clauseelement),
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, value: ColumnElement[Any], type_: TypeEngine[Any]) -> None:
+        self.value, self.type = value, type_
+
+
+@compiles(_Target)
+def _as_it_is(element: _Target, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.value, **kw)
+
+
+@compiles(_Target, "postgresql")
+def _cast(element: _Target, compiler: Any, **kw: Any) -> str:
+    return compiler.process(sa.cast(element.value, element.type), **kw)
 
 
 class _Renderer:
@@ -245,11 +352,22 @@ class _Renderer:
         self.q = dialect.identifier_preparer.quote
 
     def sql(self, expression: ColumnElement[Any]) -> str:
+        # Each value rendered on its own first: SQLAlchemy's SQLite and MySQL
+        # compilers drop literal_binds inside IS [NOT] DISTINCT FROM.
+        inlined = visitors.replacement_traverse(expression, {}, self._inline)
+        return self._compile(inlined)
+
+    def _compile(self, expression: ColumnElement[Any]) -> str:
         return str(
             expression.compile(
                 dialect=self.dialect, compile_kwargs={"literal_binds": True}
             )
         )
+
+    def _inline(self, element: Any) -> ColumnElement[Any] | None:
+        if isinstance(element, sa.BindParameter):
+            return sa.literal_column(self._compile(element), element.type)
+        return None
 
     def assign(
         self, target: str, conversion: Conversion, operator: str, separator: str
@@ -259,6 +377,21 @@ class _Renderer:
             f"{target}{self.q(column)} {operator} {self.sql(value)}"
             for column, value in conversion(_AnyColumn(self, "NEW")).items()
         )
+
+    def text(self, value: str) -> str:
+        """``value`` as a string literal."""
+        return self.sql(sa.literal(value, sa.String))
+
+    def agree(self, sync: ColumnSync) -> str:
+        """Whether the shapes of the row in NEW agree."""
+        return "(" + self.sql(sync.agree(_AnyColumn(self, "NEW"))) + ")"
+
+    def written(self, event: str, names: Sequence[str]) -> str:
+        """Whether the statement wrote any of ``names``: set one non-NULL
+        (INSERT) or changed one (UPDATE)."""
+        if event == "INSERT":
+            return f"NOT {self.all_null('NEW', names)}"
+        return self.changed(names)
 
     def all_null(self, prefix: str, names: Sequence[str]) -> str:
         return "(" + " AND ".join(f"{prefix}.{self.q(n)} IS NULL" for n in names) + ")"

@@ -16,6 +16,7 @@ from rpccompat.db import Backfill, Database, Throttle, data
 from rpccompat.db.data import DONE, ERRORS, MORE_TO_DO, DataMigration, exit_code
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
+from tests.db.shapes import VISIBILITY
 
 BACKFILL = f"{schema.TREE.name}/backfill_{beta.NAME_SYNC.name}"
 
@@ -320,3 +321,47 @@ def test_progress_lines_and_the_totals_table_show_each_migration():
     assert table[1].split()[:4] == ["volumes/backfill_x", "beta", "2000", "1500"]
     assert table[1].endswith("more to do")
     assert table[2].endswith("error: RuntimeError: boom")
+
+
+def test_the_backfill_keeps_what_the_new_release_wrote_under_a_lossy_mapping(engine):
+    """is_public -> visibility: the backfill used to convert every row whose
+    visibility was not what is_public maps to, resetting 'private' and
+    'community' to 'shared' - in rows the new release updated, and in rows it
+    inserted after expand whose random keys fall among the old ones."""
+    Database(engine).expand()
+    with engine.begin() as conn:
+        VISIBILITY.create_table(conn)
+        conn.execute(
+            sa.text("INSERT INTO images (id, is_public) VALUES (:id, :public)"),
+            [{"id": f"img-{i:02d}", "public": i % 2 == 0} for i in range(20)],
+        )
+        VISIBILITY.install_triggers(conn)
+        conn.exec_driver_sql(
+            "UPDATE images SET visibility = 'private' WHERE id = 'img-03'"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, visibility) "
+            "VALUES ('img-05a', 'community'), ('img-10a', 'private')"
+        )
+    migration = DataMigration("one", "backfill_images", Backfill(VISIBILITY.sync))
+
+    [totals] = data.run(engine, "t", [migration], throttle=Throttle(batch_size=7))
+
+    assert (totals.found, totals.done, totals.complete) == (22, 19, True)
+    with engine.connect() as conn:
+        images = {
+            r.id: (bool(r.is_public), r.visibility)
+            for r in conn.exec_driver_sql(
+                "SELECT id, is_public, visibility FROM images"
+            )
+        }
+    expected = {
+        f"img-{i:02d}": (True, "public") if i % 2 == 0 else (False, "shared")
+        for i in range(20)
+    }
+    expected |= {
+        "img-03": (False, "private"),
+        "img-05a": (False, "community"),
+        "img-10a": (False, "private"),
+    }
+    assert images == expected

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
+from rpccompat import engine as dbengine
+from rpccompat.db.sync import REFUSED
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
+from tests.db.shapes import VISIBILITY
 
 SYNC = beta.NAME_SYNC
 BEFORE_EXPAND = ["alpha-0", "alpha-1", "alpha-2"]  # written before any trigger
@@ -78,18 +83,37 @@ def test_update_of_name_updates_display_name(volumes):
 
 
 def test_update_of_an_unrelated_column_changes_neither_side(volumes):
-    # Both sides written, and different: no trigger picks a side on insert.
+    """Not even a row alpha wrote before expand: that one is the backfill's."""
+    insert_alpha(volumes, "v1", "first")
+    write(volumes, "UPDATE volumes SET status = 'in-use' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("first", "first")
+    write(volumes, "UPDATE volumes SET status = 'in-use' WHERE id = 'alpha-0'")
+    assert volume(volumes, "alpha-0") == ("alpha-0", None)
+
+
+def test_a_write_of_both_shapes_that_disagree_is_refused(volumes):
+    """No rule could tell which of the two the statement meant."""
+    with pytest.raises(sa.exc.DBAPIError, match=REFUSED):
+        write(
+            volumes,
+            "INSERT INTO volumes (id, display_name, name, size, status) "
+            "VALUES ('v1', 'old side', 'new side', 1, 'available')",
+        )
+    insert_alpha(volumes, "v1", "first")
+    with pytest.raises(sa.exc.DBAPIError, match=REFUSED):
+        write(
+            volumes, "UPDATE volumes SET display_name = 'a', name = 'b' WHERE id = 'v1'"
+        )
+    assert volume(volumes, "v1") == ("first", "first")
+    # Both shapes written alike: nothing to refuse.
+    write(volumes, "UPDATE volumes SET display_name = 'c', name = 'c' WHERE id = 'v1'")
+    assert volume(volumes, "v1") == ("c", "c")
     write(
         volumes,
         "INSERT INTO volumes (id, display_name, name, size, status) "
-        "VALUES ('v1', 'old side', 'new side', 1, 'available')",
+        "VALUES ('v2', 'both', 'both', 1, 'available')",
     )
-    assert volume(volumes, "v1") == ("old side", "new side")
-    write(volumes, "UPDATE volumes SET status = 'in-use' WHERE id = 'v1'")
-    assert volume(volumes, "v1") == ("old side", "new side")
-    # Both sides changed by one statement: that statement knows best.
-    write(volumes, "UPDATE volumes SET display_name = 'a', name = 'b' WHERE id = 'v1'")
-    assert volume(volumes, "v1") == ("a", "b")
+    assert volume(volumes, "v2") == ("both", "both")
 
 
 def test_null_is_copied_both_ways_and_so_is_a_value_replacing_it(volumes):
@@ -214,3 +238,114 @@ def test_read_returns_a_row_converted_by_another_reader_after_its_snapshot(
         with volumes.begin() as other:
             SYNC.migrate_rows(other, ["alpha-0"])
         assert [tuple(r) for r in SYNC.read(conn, query)] == [("alpha-0", "alpha-0")]
+
+
+# -- a lossy mapping: is_public becomes visibility, as in Glance's Ocata ---------
+
+IMAGES = VISIBILITY.sync
+
+
+@pytest.fixture
+def images(engine: sa.Engine) -> sa.Engine:
+    """The images table after expand, with image 'before' written before it."""
+    with engine.begin() as conn:
+        VISIBILITY.create_table(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, is_public) VALUES ('before', false)"
+        )
+        VISIBILITY.install_triggers(conn)
+    return engine
+
+
+def image(engine: sa.Engine, key: str) -> tuple[bool | None, str | None]:
+    """(is_public, visibility) of one image."""
+    is_public, visibility = columns(engine, "images", "is_public, visibility", key)
+    return (None if is_public is None else bool(is_public)), visibility
+
+
+def test_a_new_shape_value_the_old_shape_cannot_represent_is_kept_on_insert(images):
+    """On SQLite the insert trigger's UPDATE used to fire the update trigger,
+    which wrote visibility back from is_public: 'private' became 'shared'."""
+    for key, visibility in [("i1", "private"), ("i2", "community"), ("i3", "public")]:
+        write(
+            images,
+            "INSERT INTO images (id, visibility) VALUES (:id, :v)",
+            id=key,
+            v=visibility,
+        )
+    assert [image(images, k) for k in ("i1", "i2", "i3")] == [
+        (False, "private"),
+        (False, "community"),
+        (True, "public"),
+    ]
+
+
+def test_a_new_shape_value_survives_old_shape_writes_that_leave_the_old_value(images):
+    write(images, "INSERT INTO images (id, visibility) VALUES ('i1', 'private')")
+    write(images, "UPDATE images SET is_public = false WHERE id = 'i1'")
+    write(images, "UPDATE images SET note = 'touched' WHERE id = 'i1'")
+    assert image(images, "i1") == (False, "private")
+    # An old-shape write that changes the old value wins, both ways.
+    write(images, "UPDATE images SET is_public = true WHERE id = 'i1'")
+    assert image(images, "i1") == (True, "public")
+    write(images, "UPDATE images SET is_public = false WHERE id = 'i1'")
+    assert image(images, "i1") == (False, "shared")
+    write(images, "UPDATE images SET visibility = 'community' WHERE id = 'i1'")
+    assert image(images, "i1") == (False, "community")
+
+
+def test_migrate_rows_keeps_what_the_new_release_wrote(images):
+    write(images, "UPDATE images SET visibility = 'private' WHERE id = 'before'")
+    with images.begin() as conn:
+        assert IMAGES.migrate_rows(conn, ["before"]) == 0
+    assert image(images, "before") == (False, "private")
+
+
+def test_read_keeps_a_new_shape_write_between_its_select_and_its_conversion(images):
+    """The row read had no visibility yet; before read() converts it, the new
+    release sets 'private' (is_public stays false: it agrees)."""
+    query = sa.select(sa.column("id"), sa.column("visibility")).select_from(
+        sa.table("images")
+    )
+
+    def concurrent_write(conn, cursor, statement, *args) -> None:
+        if statement.startswith("UPDATE images"):
+            write(
+                images, "UPDATE images SET visibility = 'private' WHERE id = 'before'"
+            )
+
+    with images.begin() as conn:
+        sa.event.listen(conn, "before_cursor_execute", concurrent_write)
+        assert [tuple(r) for r in IMAGES.read(conn, query)] == [("before", "private")]
+    assert image(images, "before") == (False, "private")
+
+
+VISIBILITIES = ("public", "private", "shared", "community")
+
+
+def test_a_conversion_to_a_postgresql_enum_is_cast_to_it(postgresql_url):
+    """PostgreSQL stores and compares no text as an enum without a cast."""
+    enum = sa.Enum(*VISIBILITIES, name="image_visibility")
+    sync = dataclasses.replace(IMAGES, types={"visibility": enum})
+    engine = dbengine.create_engine(postgresql_url)
+    try:
+        with engine.begin() as conn:
+            enum.create(conn)
+            conn.exec_driver_sql(
+                "CREATE TABLE images (id VARCHAR(36) PRIMARY KEY, "
+                "is_public BOOLEAN, visibility image_visibility)"
+            )
+            conn.exec_driver_sql("INSERT INTO images VALUES ('before', true, NULL)")
+            for statement in sync.create_triggers("postgresql"):
+                conn.exec_driver_sql(statement)
+        write(engine, "INSERT INTO images (id, is_public) VALUES ('old', false)")
+        write(engine, "INSERT INTO images (id, visibility) VALUES ('new', 'private')")
+        with engine.begin() as conn:
+            assert sync.migrate_rows(conn, ["before", "old", "new"]) == 1
+        assert [image(engine, k) for k in ("before", "old", "new")] == [
+            (True, "public"),
+            (False, "shared"),
+            (False, "private"),
+        ]
+    finally:
+        engine.dispose()
