@@ -32,7 +32,15 @@ class IncompatibleCall(RPCCompatError):
     """A call that cannot reach the pinned peers intact; nothing was sent."""
 
 
-class InvalidFutureArgs(RPCCompatError):
+class InvalidRPCInput(RPCCompatError):
+    """A message carries a value the server will not read.
+
+    Raised on the server before the method runs, so nothing was done; the
+    caller must fix what it sends.
+    """
+
+
+class InvalidFutureArgs(InvalidRPCInput):
     """A caller sent a ``future_args`` that is not a dict (raised on the server)."""
 
 

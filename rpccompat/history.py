@@ -11,27 +11,49 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from oslo_utils import versionutils
-
 from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
+
+MAX_VERSION_PARTS = 3  # MAJOR.MINOR[.REVISION]
+MAX_VERSION_PART_DIGITS = 9
+MAX_VERSION_LENGTH = MAX_VERSION_PARTS * (MAX_VERSION_PART_DIGITS + 1) - 1
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def version_tuple(version: object) -> tuple[int, ...]:
+    """``"1.10"`` -> ``(1, 10)``; a clear error for anything else.
+
+    Safe on any input, since versions arrive from the wire: a string of one to
+    three dot-separated runs of one to nine ASCII digits, checked in linear
+    time after a length cap, so neither a long digit run (quadratic in
+    oslo.utils' ``convert_version_to_tuple``), nor an unhashable value, nor
+    Unicode digits that ``int()`` would accept can cost more than a glance.
+    """
+    if isinstance(version, str) and len(version) <= MAX_VERSION_LENGTH:
+        return _parse_version(version)
+    raise _not_a_version(version)
 
 
 @functools.lru_cache(maxsize=1024)
-def version_tuple(version: str) -> tuple[int, ...]:
-    """``"1.10"`` -> ``(1, 10)``; a clear error for anything else.
+def _parse_version(version: str) -> tuple[int, ...]:
+    """Cached: every call a client sends compares a few versions, always the
+    same few (keys are short: the caller capped the length)."""
+    parts = version.split(".")
+    if len(parts) <= MAX_VERSION_PARTS and all(
+        0 < len(part) <= MAX_VERSION_PART_DIGITS and _ASCII_DIGITS.issuperset(part)
+        for part in parts
+    ):
+        return tuple(int(part) for part in parts)
+    raise _not_a_version(version)
 
-    Cached: every call a client sends compares a few versions, always the
-    same few.
-    """
-    try:
-        return versionutils.convert_version_to_tuple(version)
-    except (TypeError, ValueError):
-        raise UnknownVersion(
-            f"{version!r} is not a version: expected MAJOR.MINOR, e.g. '1.2'"
-        ) from None
+
+def _not_a_version(version: object) -> UnknownVersion:
+    return UnknownVersion(
+        f"{reprlib.repr(version)} is not a version: expected MAJOR.MINOR, e.g. '1.2'"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

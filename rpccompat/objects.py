@@ -17,21 +17,26 @@ import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from oslo_utils import versionutils
 from oslo_versionedobjects import base as ovo_base
 from oslo_versionedobjects import exception as ovo_exc
 from oslo_versionedobjects import fields as ovo_fields
 
-from rpccompat.exceptions import HistoryError, IncompatibleObject
-from rpccompat.history import History
+from rpccompat.exceptions import (
+    HistoryError,
+    IncompatibleObject,
+    InvalidRPCInput,
+    UnknownVersion,
+)
+from rpccompat.history import History, version_tuple
 
 CONTEXT_KEY = "rpccompat_objects_version"
+CALLER_MANIFESTS = 64  # caller versions remembered, over all servers of a process
 
-# The object version the caller of the message being served reads.  oslo.messaging
+# The manifest the caller of the message being served reads.  oslo.messaging
 # deserializes the context, runs the method and serializes the reply in one
 # worker per message, so the server serializer can find it here.
-_caller_objects_version: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "rpccompat_caller_objects_version", default=None
+_caller_manifest: contextvars.ContextVar[Mapping[str, str] | None] = (
+    contextvars.ContextVar("rpccompat_caller_manifest", default=None)
 )
 
 
@@ -61,9 +66,7 @@ class ObjectRegistry(ovo_base.VersionedObjectRegistry):
         for objclass in self._obj_classes[objname]:
             if objver == objclass.VERSION:
                 return objclass
-            if compatible is None and versionutils.is_compatible(
-                objver, objclass.VERSION
-            ):
+            if compatible is None and _is_compatible(objver, objclass.VERSION):
                 compatible = objclass
         if compatible is not None:
             return compatible
@@ -72,6 +75,13 @@ class ObjectRegistry(ovo_base.VersionedObjectRegistry):
             objver=objver,
             supported=self._obj_classes[objname][0].VERSION,
         )
+
+
+def _is_compatible(requested: str, implemented: str) -> bool:
+    """oslo.utils' ``versionutils.is_compatible`` (same major, not newer), on
+    :func:`version_tuple`, which is safe on a version read from the wire."""
+    wanted, have = version_tuple(requested), version_tuple(implemented)
+    return wanted[0] == have[0] and wanted <= have
 
 
 class VersionedObject(ovo_base.VersionedObject):
@@ -105,7 +115,6 @@ class Serializer(ovo_base.VersionedObjectSerializer):
         self.OBJ_BASE_CLASS = base
         self.history = history
         self.manifest = manifest
-        self._caller_manifests: dict[str, Mapping[str, str]] = {}
 
     def serialize_context(self, context: Any) -> dict[str, Any]:
         ctxt = dict(context.to_dict() if hasattr(context, "to_dict") else context or {})
@@ -113,8 +122,14 @@ class Serializer(ovo_base.VersionedObjectSerializer):
         return ctxt
 
     def deserialize_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The caller's context minus rpccompat's key.
+
+        The caller's manifest is resolved here, before the method runs, so a
+        bad objects version is refused with nothing done.
+        """
         context = dict(context)
-        _caller_objects_version.set(context.pop(CONTEXT_KEY, None))
+        caller = context.pop(CONTEXT_KEY, None)
+        _caller_manifest.set(None if caller is None else self._manifest_of(caller))
         return context
 
     def serialize_entity(self, context: Any, entity: Any) -> Any:
@@ -127,20 +142,19 @@ class Serializer(ovo_base.VersionedObjectSerializer):
     def _target_manifest(self) -> Mapping[str, str]:
         if self.manifest is not None:
             return self.manifest
-        caller = _caller_objects_version.get()
-        if caller is None:
-            return self.history.current.objects
-        manifest = self._caller_manifests.get(caller)
-        if manifest is None:  # once per caller version, not once per reply
-            manifest = self._caller_manifests[caller] = self._manifest_of(caller)
-        return manifest
+        caller = _caller_manifest.get()
+        return self.history.current.objects if caller is None else caller
 
-    def _manifest_of(self, objects_version: str) -> Mapping[str, str]:
-        """A caller's manifest from its object version (oldest if unknown)."""
+    def _manifest_of(self, objects_version: object) -> Mapping[str, str]:
+        """A caller's manifest from the object version in its message."""
         try:
-            return self.history.release_for_objects(objects_version).objects
-        except HistoryError:
-            return self.history.releases[0].objects
+            version_tuple(objects_version)
+        except UnknownVersion as e:
+            raise InvalidRPCInput(
+                f"{CONTEXT_KEY} in the message context: {e}; the caller must "
+                "send the objects version of its release"
+            ) from None
+        return _manifest_for_version(self.history, objects_version)
 
     def deserialize_entity(self, context: Any, entity: Any) -> Any:
         try:
@@ -151,6 +165,25 @@ class Serializer(ovo_base.VersionedObjectSerializer):
                 f"cannot read this object: {e}; the sender must backport it to "
                 "the manifest it is pinned to"
             ) from e
+        except UnknownVersion as e:
+            raise InvalidRPCInput(
+                "an object in the message has a bad versioned_object.version: "
+                f"{e}; the sender must send the version of its class"
+            ) from None
+
+
+@functools.lru_cache(maxsize=CALLER_MANIFESTS)
+def _manifest_for_version(history: History, objects_version: str) -> Mapping[str, str]:
+    """The manifest of a caller that reads ``objects_version`` (the oldest
+    release's if it predates them all).
+
+    Resolved once per caller version, not once per reply; bounded, as any
+    caller may name a new version on every message.
+    """
+    try:
+        return history.release_for_objects(objects_version).objects
+    except HistoryError:
+        return history.releases[0].objects
 
 
 def backport(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> dict:

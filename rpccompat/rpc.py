@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -119,12 +120,14 @@ def _merge_future_args(
             f"{spec.name}: future_args must be a dict of argument names to values, "
             f"got {type(future_args).__name__}; fix the caller"
         )
-    merged = dict(kwargs)
+    merged, ignored = dict(kwargs), []
     for key, value in future_args.items():
         if key in names and key not in kwargs:
             merged[key] = value
         else:
-            LOG.debug("%s: ignoring future_args key %r", spec.name, key)
+            ignored.append(key)
+    if ignored:  # a few, shortened: the keys are the caller's to choose
+        LOG.debug("%s: ignoring future_args keys %s", spec.name, reprlib.repr(ignored))
     return merged
 
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
+from oslo_utils import versionutils
 
 from rpccompat import History, Release
 from rpccompat.demo import beta
 from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
+from rpccompat.history import version_tuple
 
 H = beta.HISTORY
 
@@ -39,3 +44,58 @@ def test_unknown_release_and_version_are_clear_errors():
 def test_inconsistent_histories_are_refused(releases):
     with pytest.raises(HistoryError):
         History("p", releases)
+
+
+# The rule, stated as a regex: fine here, on short strings ([0-9], not \d,
+# which takes Unicode digits too).
+VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,2}")
+
+
+def test_version_tuple_reads_exactly_short_dotted_ascii_digit_runs():
+    seed = random.randrange(2**31)
+    rng = random.Random(seed)
+    alphabet = "0123456789" * 3 + "..." + "\x00 a-_+\u0661\u0660\uff11"
+    for _ in range(20000):
+        text = "".join(rng.choices(alphabet, k=rng.randrange(0, 34)))
+        if VERSION.fullmatch(text):
+            expected = versionutils.convert_version_to_tuple(text)
+            assert version_tuple(text) == expected, f"seed {seed}: {text!r}"
+        else:
+            with pytest.raises(UnknownVersion):
+                version_tuple(text)
+                pytest.fail(f"seed {seed}: {text!r} was read as a version")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "1." + "1" * 30000,
+        "1." + "1" * 5 * 2**20,
+        "1.0\x00",
+        "\u0661.\u0660",
+        "1.0a1",
+        ["1", "0"],
+        {"1": "0"},
+        1,
+        1.0,
+        None,
+        b"1.0",
+    ],
+    ids=[
+        "long digit run",
+        "5 MB",
+        "NUL",
+        "Unicode digits",
+        "pre-release suffix",
+        "list",
+        "dict",
+        "int",
+        "float",
+        "None",
+        "bytes",
+    ],
+)
+def test_version_tuple_refuses_anything_else_in_one_short_line(hostile):
+    with pytest.raises(UnknownVersion, match="is not a version") as err:
+        version_tuple(hostile)
+    assert len(str(err.value)) < 100 and "\n" not in str(err.value)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rpccompat.demo import alpha, beta
-from rpccompat.exceptions import IncompatibleObject
+from rpccompat.exceptions import IncompatibleObject, UnknownVersion
 from rpccompat.objects import backport
 
 
@@ -55,3 +55,10 @@ def test_each_release_registry_knows_only_its_own_classes():
     assert beta.OBJECTS.classes()["Volume"] is beta.Volume
     with pytest.raises(Exception, match=r"Version 1\.1 of Volume is not supported"):
         alpha.OBJECTS.class_for("Volume", "1.1")
+
+
+@pytest.mark.parametrize("objver", ["1." + "1" * 30000, ["1", "0"], "\u0661.\u0660"])
+def test_an_object_version_that_is_not_a_version_is_refused_in_one_short_line(objver):
+    with pytest.raises(UnknownVersion, match="is not a version") as err:
+        beta.OBJECTS.class_for("Volume", objver)
+    assert len(str(err.value)) < 100
