@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -22,6 +23,29 @@ from sqlalchemy.sql.elements import ColumnElement
 
 Conversion = Callable[[Any], dict[str, ColumnElement[Any]]]
 DIALECTS = ("sqlite", "mysql", "postgresql")
+# The longest identifier each backend keeps whole: PostgreSQL cuts longer
+# ones at 63 bytes, MySQL refuses them over 64 characters.  (SQLAlchemy's
+# MySQL dialect says 255, the limit of aliases, not of trigger names.)
+IDENTIFIER_LIMITS = {"postgresql": 63, "mysql": 64}
+HASH_LENGTH = 8
+SQLITE_TRIGGERS = ("ins_new", "ins_old", "upd_new", "upd_old")
+
+
+def fit_identifier(name: str, dialect: str) -> str:
+    """``name``, or when ``dialect`` would not keep it whole, a readable
+    prefix of it and a hash of all of it.
+
+    Two names that differ only past the limit would otherwise become one:
+    on PostgreSQL the second sync's function silently replaces the first's,
+    and every INSERT into the first table fails.
+    """
+    limit = IDENTIFIER_LIMITS.get(dialect)
+    encoded = name.encode()
+    if limit is None or len(encoded) <= limit:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:HASH_LENGTH]
+    prefix = encoded[: limit - HASH_LENGTH - 1].decode(errors="ignore")
+    return f"{prefix}_{digest}"
 
 
 def dialect_named(name: str) -> Dialect:
@@ -150,21 +174,25 @@ class ColumnSync:
 
     def drop_triggers(self, dialect: str) -> list[str]:
         q = dialect_named(dialect).identifier_preparer.quote
+        names = self._trigger_names(dialect)
         if dialect == "postgresql":
+            (name,) = names
             return [
-                f"DROP TRIGGER IF EXISTS {q(self.name)} ON {q(self.table)}",
-                f"DROP FUNCTION IF EXISTS {q(self.name)}()",
+                f"DROP TRIGGER IF EXISTS {q(name)} ON {q(self.table)}",
+                f"DROP FUNCTION IF EXISTS {q(name)}()",
             ]
-        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in self._trigger_names(dialect)]
+        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in names]
 
     def _trigger_names(self, dialect: str) -> list[str]:
+        """The names of the triggers (on PostgreSQL, of the trigger and its
+        function), each fitted to what ``dialect`` keeps."""
         if dialect == "postgresql":
-            return [self.name]
-        if dialect == "mysql":
-            return [f"{self.name}_ins", f"{self.name}_upd"]
-        return [
-            f"{self.name}_{n}" for n in ("ins_new", "ins_old", "upd_new", "upd_old")
-        ]
+            names = [self.name]
+        elif dialect == "mysql":
+            names = [f"{self.name}_ins", f"{self.name}_upd"]
+        else:
+            names = [f"{self.name}_{n}" for n in SQLITE_TRIGGERS]
+        return [fit_identifier(name, dialect) for name in names]
 
     def _postgresql(self, r: _Renderer) -> list[str]:
         body = f"""
@@ -184,7 +212,8 @@ BEGIN
   END IF;
   RETURN NEW;
 END"""
-        name, table = r.q(self.name), r.q(self.table)
+        (name,) = (r.q(n) for n in self._trigger_names("postgresql"))
+        table = r.q(self.table)
         return [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
             f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
@@ -227,10 +256,11 @@ END"""
             "upd_old": ("UPDATE", r.changed(self.new), self.old, set_old),
         }
         statements = []
+        names = dict(zip(SQLITE_TRIGGERS, self._trigger_names("sqlite"), strict=True))
         for name, (event, condition, other, action) in when.items():
             unless = r.all_null("NEW", other) if event == "INSERT" else r.changed(other)
             statements.append(
-                f"CREATE TRIGGER {r.q(f'{self.name}_{name}')} AFTER {event} ON "
+                f"CREATE TRIGGER {r.q(names[name])} AFTER {event} ON "
                 f"{table} FOR EACH ROW WHEN {condition} AND NOT {unless}\n"
                 f"BEGIN {action} {where}; END"
             )
