@@ -30,27 +30,18 @@ from urllib.parse import unquote
 
 MASK = "***"
 
-_USER = r"[^\s:/@'\"\[\]]*"
-# ``user:password@`` after ``scheme://``, or with a mistyped scheme or none
-# (then ``user`` is not followed by ``://``, which would make it a scheme).
-# The password runs to the last ``@`` of the URL: an unencoded ``@`` in it
-# must not leave its tail on screen.
-_CREDENTIALS = re.compile(
-    rf"(?P<user>[A-Za-z][\w+.-]*://+{_USER}|{_USER}(?!://))"
-    r":(?P<password>[^\s'\"]*)@"
-)
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&;][\w.-]*(?:pass(?:word|wd)?|pwd|secret|token)[\w.-]*=)"
-    r"(?P<value>[^&;\s'\"]*)",
-    re.IGNORECASE,
-)
+# Runs of text a URL can be quoted in: a password holding whitespace or a
+# quote must be percent-encoded to be found (it has to be, to be a URL).
+_TOKEN = re.compile(r"[^\s'\"]+")
+_QUERY_ITEM = re.compile(r"[?&;](?P<key>[\w.-]*)=(?P<value>[^&;\s'\"]*)")
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every password masked: those in URLs and query strings,
     and ``secrets`` (see :func:`passwords`) wherever they appear."""
     shown, end = [], 0
-    for start, stop in _secret_spans(text):
+    for start, stop in _merged(_secret_spans(text)):
         shown += [text[end:start], MASK]
         end = stop
     text = "".join([*shown, text[end:]])
@@ -59,17 +50,36 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def _secret_spans(text: str) -> list[tuple[int, int]]:
-    """Where the passwords of ``text`` are, in order, overlaps merged: found on
-    the text as written, so that neither pattern hides one from the other."""
-    spans = sorted(
-        m.span(group)
-        for pattern, group in ((_CREDENTIALS, "password"), (_QUERY_SECRET, "value"))
-        for m in pattern.finditer(text)
-        if m.group(group)
-    )
+def _secret_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where the passwords of ``text`` are, found on the text as written, in
+    one pass over it (scrubbing must not be slower than linear: it sees every
+    log line, and some quote what a peer sent)."""
+    for token in _TOKEN.finditer(text):
+        if span := _user_info_password(token.group()):
+            yield token.start() + span[0], token.start() + span[1]
+        for item in _QUERY_ITEM.finditer(token.group()):
+            if item.group("value") and _SECRET_KEY.search(item.group("key")):
+                yield token.start() + item.start("value"), token.start() + item.end()
+
+
+def _user_info_password(token: str) -> tuple[int, int] | None:
+    """The password in ``user:password@host``: from the first ``:`` that does
+    not end a ``scheme://`` to the *last* ``@``, so that an unencoded ``@``
+    leaves no tail of it, several brokers' passwords go at once, and a
+    mistyped scheme (``mysql:/root:pw@h``) or none at all changes nothing.
+    ``root://pw@h`` reads as a scheme and a user, as any reader would."""
+    end = token.rfind("@")
+    if end < 0:
+        return None
+    colon = token.find(":", 0, end)
+    if colon >= 0 and token.startswith("://", colon):
+        colon = token.find(":", colon + 3, end)
+    return (colon + 1, end) if 0 <= colon < end - 1 else None
+
+
+def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
-    for start, stop in spans:
+    for start, stop in sorted(spans):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
         else:
@@ -80,10 +90,11 @@ def _secret_spans(text: str) -> list[tuple[int, int]]:
 def passwords(*urls: str | None) -> list[str]:
     """The passwords in ``urls``, as written and decoded, for :func:`scrub`
     to find where a driver quotes them without their URL."""
-    found = set()
-    for url in filter(None, urls):
-        found.update(m.group("password") for m in _CREDENTIALS.finditer(url))
-        found.update(m.group("value") for m in _QUERY_SECRET.finditer(url))
+    found = {
+        url[start:stop]
+        for url in filter(None, urls)
+        for start, stop in _secret_spans(url)
+    }
     return sorted({p for raw in found for p in (raw, unquote(raw)) if p})
 
 

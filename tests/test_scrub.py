@@ -98,3 +98,10 @@ def test_a_known_password_is_masked_even_without_its_url():
     assert scrub('password "p@ssw0rd" refused', passwords(url)) == (
         'password "***" refused'
     )
+
+
+@pytest.mark.timeout(30)  # only to catch a hang: backtracking patterns took hours
+@pytest.mark.parametrize("unit", ["a:", "a:b/", "?password", "?a=&", "?token=&"])
+def test_a_long_line_without_a_password_comes_back_whole_without_hanging(unit):
+    line = unit * 100_000
+    assert scrub(line) == line
