@@ -595,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", DeprecationWarning)
     with one_line_usage_errors():
         args, options = parse_args(argv)
-    scrub_process_output(passwords(options.db_url, options.transport_url))
+    secrets = passwords(options.db_url, options.transport_url)
+    scrub_process_output(secrets)
     print(
         f"rpccompat-upgrade-test: seed {options.seed}, database "
         f"{scrub(options.db_url)}, transport {scrub(options.transport_url)}",
@@ -605,7 +606,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = UpgradeTest(options).run()
     except HarnessError as e:
-        secrets = passwords(options.db_url, options.transport_url)
         print(scrub(f"rpccompat-upgrade-test: {e}", secrets), file=sys.stderr)
         return e.code
     if args.json:

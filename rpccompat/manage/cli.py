@@ -3,8 +3,8 @@
 Every failure an operator can meet - bad input, a server that does not
 answer, a refused step - ends in one line on stderr (what, why, what to do)
 and an exit code, never a traceback (``--debug`` shows one) and never a
-password: the passwords of the database and transport URLs are scrubbed from
-every error and log line.
+password: every error, usage error and log line passes through
+:func:`rpccompat.scrub.scrub`.
 """
 
 from __future__ import annotations
