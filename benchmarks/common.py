@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from rpccompat import testing  # noqa: E402
 from rpccompat.db.sync import ColumnSync  # noqa: E402
-from rpccompat.engine import safe_url  # noqa: E402
+from rpccompat.scrub import scrub  # noqa: E402
 
 if TYPE_CHECKING:
     from rpccompat.demo import beta
@@ -165,7 +165,7 @@ def check_reachable(urls: Mapping[str, str]) -> None:
         except sa.exc.DBAPIError as e:
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             raise BenchError(
-                f"{backend}: cannot reach {safe_url(url)}: {reason}"
+                f"{backend}: cannot reach {scrub(str(url))}: {reason}"
             ) from e
         finally:
             engine.dispose()
@@ -205,7 +205,7 @@ def check_broker(url: str) -> None:
     try:
         connection.ensure_connection(max_retries=1, timeout=5)
     except Exception as e:  # kombu wraps every transport error differently
-        raise BenchError(f"RabbitMQ: cannot reach {safe_url(url)}: {e}") from e
+        raise BenchError(f"RabbitMQ: cannot reach {scrub(str(url))}: {e}") from e
     finally:
         connection.release()
 

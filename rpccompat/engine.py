@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -25,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> sa.Engine:
-    url = make_url(url)
+    url = parse_url(url)
     if url.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = sa.create_engine(url, **kwargs)
@@ -33,6 +31,21 @@ def create_engine(url: str | URL, **kwargs: Any) -> sa.Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
+
+
+def parse_url(url: str | URL) -> URL:
+    """SQLAlchemy's ``make_url``, refusing a password with an unencoded ``@``.
+
+    SQLAlchemy ends the password at its first ``@`` and takes the rest for
+    the host name, which the driver then quotes in its error: part of the
+    password on screen, and a connection that can never work.
+    """
+    url = make_url(url)
+    if "@" in (url.host or ""):
+        raise sa.exc.ArgumentError(
+            "the password holds an unencoded '@': write it as %40"
+        )
+    return url
 
 
 def retry_on_disconnect(
@@ -77,27 +90,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-# ``user:password@`` after the scheme or after a comma (multi-host transport URLs).
-_CREDENTIALS = re.compile(r"(?P<user>(?:://|,)[^:@/,]*):(?P<password>[^@]*)@")
-
-
-def safe_url(url: str | URL) -> str:
-    """The URL as it may be shown or logged: never with its password.
-
-    Works on any URL, SQLAlchemy's and oslo.messaging's alike, including a
-    transport URL naming several brokers.
-    """
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
-    return _CREDENTIALS.sub(r"\g<user>:***@", text)
-
-
-def passwords(url: str | URL | None) -> list[str]:
-    """The passwords in ``url``, as written and decoded, to scrub from output."""
-    if url is None:
-        return []
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
-    found = [m.group("password") for m in _CREDENTIALS.finditer(text)]
-    decoded = {p for raw in found for p in (raw, unquote(raw)) if p}
-    return sorted(decoded, key=len, reverse=True)  # longest first: no partial leak

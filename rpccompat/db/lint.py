@@ -4,7 +4,8 @@ Every revision is rendered offline for each backend (Alembic's ``--sql``
 mode, no database needed) and each statement is read against three rules:
 
 ``drop-in-expand``
-    expand must be additive: old nodes still use everything that exists.
+    expand must be additive: old nodes still use everything that exists and
+    the rows in it (a ``TRUNCATE`` is a drop of data).
 ``create-in-contract``
     contract only removes: new nodes rely on the schema before it runs.
 ``blocking-ddl``
@@ -28,6 +29,8 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
+import sqlparse
+
 from rpccompat.db.sync import DIALECTS
 from rpccompat.db.tree import CONTRACT, EXPAND, MigrationTree
 
@@ -43,7 +46,7 @@ TABLE_OF = re.compile(
 )
 DROPS = re.compile(
     r"^(DROP (TABLE|INDEX|VIEW|SEQUENCE)|ALTER TABLE .*\b(DROP|RENAME)\b"
-    r"|RENAME TABLE)",
+    r"|RENAME TABLE|TRUNCATE\b)",
     _I,
 )
 CREATES = re.compile(
@@ -56,7 +59,6 @@ SKIPPED = re.compile(
     _I,
 )
 REBUILD = "_alembic_tmp_"  # Alembic's batch mode copies a table into this
-TRIGGER = re.compile(r"^CREATE (OR REPLACE )?TRIGGER", _I)
 VOLATILE = r"(now|random|clock_timestamp|gen_random_uuid|uuid_generate_\w+|nextval)"
 BLOCKING = {
     "postgresql": [
@@ -175,23 +177,17 @@ def check(sql: str, branch: str, dialect: str) -> list[tuple[str, str, str]]:
 
 
 def statements(sql: str) -> list[str]:
-    """Split rendered SQL into statements, keeping trigger bodies whole.
+    """The statements of rendered SQL, each on one line, without comments.
 
-    A PostgreSQL function body is dollar-quoted; a MySQL or SQLite trigger
-    body runs from BEGIN to the ``END;`` that closes it.
+    Read with a SQL tokenizer, not by lines: a comment before a statement,
+    several statements on one line and any spacing or case read as the
+    statement they are; a PostgreSQL function body (dollar-quoted) and a
+    MySQL or SQLite trigger body (``BEGIN`` ... ``END``) stay whole.
     """
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for line in sql.splitlines():
-        if not current and (not line.strip() or line.startswith("--")):
-            continue
-        current.append(line.strip())
-        quoted ^= line.count("$rpccompat$") % 2 == 1
-        in_trigger = TRIGGER.match(current[0]) and not current[-1].endswith("END;")
-        if not quoted and not in_trigger and line.rstrip().endswith(";"):
-            parts.append(" ".join(current).rstrip(";").strip())
-            current = []
-    if current:
-        parts.append(" ".join(current).strip())
-    return parts
+    found = []
+    for statement in sqlparse.split(sql):
+        text = sqlparse.format(statement, strip_comments=True)
+        text = " ".join(text.split()).rstrip(";").strip()
+        if text:
+            found.append(text)
+    return found

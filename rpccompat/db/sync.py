@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,29 @@ Conversion = Callable[[Any], dict[str, ColumnElement[Any]]]
 DIALECTS = ("sqlite", "mysql", "postgresql")
 #: In the error of a write refused because it set both shapes apart.
 REFUSED = "wrote the old and the new columns with values that disagree"
+# The longest identifier each backend keeps whole: PostgreSQL cuts longer
+# ones at 63 bytes, MySQL refuses them over 64 characters.  (SQLAlchemy's
+# MySQL dialect says 255, the limit of aliases, not of trigger names.)
+IDENTIFIER_LIMITS = {"postgresql": 63, "mysql": 64}
+HASH_LENGTH = 8
+SQLITE_TRIGGERS = ("ins_new", "ins_old", "upd_new", "upd_old")
+
+
+def fit_identifier(name: str, dialect: str) -> str:
+    """``name``, or when ``dialect`` would not keep it whole, a readable
+    prefix of it and a hash of all of it.
+
+    Two names that differ only past the limit would otherwise become one:
+    on PostgreSQL the second sync's function silently replaces the first's,
+    and every INSERT into the first table fails.
+    """
+    limit = IDENTIFIER_LIMITS.get(dialect)
+    encoded = name.encode()
+    if limit is None or len(encoded) <= limit:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:HASH_LENGTH]
+    prefix = encoded[: limit - HASH_LENGTH - 1].decode(errors="ignore")
+    return f"{prefix}_{digest}"
 
 
 def dialect_named(name: str) -> Dialect:
@@ -209,21 +233,25 @@ class ColumnSync:
 
     def drop_triggers(self, dialect: str) -> list[str]:
         q = dialect_named(dialect).identifier_preparer.quote
+        names = self._trigger_names(dialect)
         if dialect == "postgresql":
+            (name,) = names
             return [
-                f"DROP TRIGGER IF EXISTS {q(self.name)} ON {q(self.table)}",
-                f"DROP FUNCTION IF EXISTS {q(self.name)}()",
+                f"DROP TRIGGER IF EXISTS {q(name)} ON {q(self.table)}",
+                f"DROP FUNCTION IF EXISTS {q(name)}()",
             ]
-        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in self._trigger_names(dialect)]
+        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in names]
 
     def _trigger_names(self, dialect: str) -> list[str]:
+        """The names of the triggers (on PostgreSQL, of the trigger and its
+        function), each fitted to what ``dialect`` keeps."""
         if dialect == "postgresql":
-            return [self.name]
-        if dialect == "mysql":
-            return [f"{self.name}_ins", f"{self.name}_upd"]
-        return [
-            f"{self.name}_{n}" for n in ("ins_new", "ins_old", "upd_new", "upd_old")
-        ]
+            names = [self.name]
+        elif dialect == "mysql":
+            names = [f"{self.name}_ins", f"{self.name}_upd"]
+        else:
+            names = [f"{self.name}_{n}" for n in SQLITE_TRIGGERS]
+        return [fit_identifier(name, dialect) for name in names]
 
     def _refusal(self) -> str:
         """The message of a refused write: one line, within MySQL's 128."""
@@ -255,7 +283,8 @@ BEGIN
   END IF;
   RETURN NEW;
 END"""
-        name, table = r.q(self.name), r.q(self.table)
+        (name,) = (r.q(n) for n in self._trigger_names("postgresql"))
+        table = r.q(self.table)
         return [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
             f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
@@ -296,7 +325,8 @@ END"""
         set_old = f"UPDATE {table} SET {r.assign('', self.old_values, '=', ', ')}"
         refuse = f"SELECT RAISE(ABORT, {r.text(self._refusal())})"
         statements = []
-        for name in ("ins_new", "ins_old", "upd_new", "upd_old"):
+        fitted = self._trigger_names("sqlite")
+        for name, trigger in zip(SQLITE_TRIGGERS, fitted, strict=True):
             event = "INSERT" if name.startswith("ins") else "UPDATE"
             old, new = r.written(event, self.old), r.written(event, self.new)
             if name.endswith("new"):  # the old shape was written
@@ -304,7 +334,7 @@ END"""
             else:
                 when, action = f"{new} AND NOT {old}", f"{set_old} {where};"
             statements.append(
-                f"CREATE TRIGGER {r.q(f'{self.name}_{name}')} AFTER {event} ON "
+                f"CREATE TRIGGER {r.q(trigger)} AFTER {event} ON "
                 f"{table} FOR EACH ROW WHEN {when} AND NOT {r.agree(self)}\n"
                 f"BEGIN {action} END"
             )

@@ -17,7 +17,7 @@ from typing import Any
 
 from rpccompat.demo.cluster import RollingUpgrade
 from rpccompat.demo.node import Settings
-from rpccompat.engine import safe_url
+from rpccompat.scrub import one_line_usage_errors, scrub
 
 MEMORY_TRANSPORT = "kombu+memory:////"
 MAX_FAILURES_SHOWN = 20
@@ -63,16 +63,15 @@ def print_step(step: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    with one_line_usage_errors():
+        args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kombu").setLevel(logging.ERROR)
     warnings.simplefilter("ignore", DeprecationWarning)
     with tempfile.TemporaryDirectory(prefix="rpccompat-demo-") as tmp:
         db_url = args.db_url or f"sqlite:///{Path(tmp) / 'demo.sqlite'}"
         if not args.json:
-            print(
-                f"database {safe_url(db_url)}, transport {safe_url(args.transport_url)}"
-            )
+            print(f"database {scrub(db_url)}, transport {scrub(args.transport_url)}")
         upgrade = RollingUpgrade(
             Settings(db_url=db_url, transport_url=args.transport_url),
             volume_nodes=args.volume_nodes,

@@ -48,8 +48,13 @@ from rpccompat.db import data
 from rpccompat.demo import alpha, beta, faults
 from rpccompat.demo.cluster import ProcessNode, check_rows
 from rpccompat.demo.node import API, VOLUME
-from rpccompat.engine import safe_url
 from rpccompat.exceptions import first_line
+from rpccompat.scrub import (
+    one_line_usage_errors,
+    passwords,
+    scrub,
+    scrub_process_output,
+)
 
 BAD_INPUT = 2
 SERVERS = {"mysql": "MariaDB/MySQL", "postgresql": "PostgreSQL"}
@@ -440,7 +445,7 @@ def scratch_database(stack: contextlib.ExitStack, url: str) -> str:
     except sa.exc.DBAPIError as e:
         first = first_line(e.orig)
         raise HarnessError(
-            f"cannot create a database at {safe_url(url)}: {first}", BAD_INPUT
+            f"cannot create a database at {scrub(str(url))}: {first}", BAD_INPUT
         ) from None
     return made.render_as_string(hide_password=False)
 
@@ -534,7 +539,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
             f"{10 * MIGRATION_BATCH}"
         )
     try:
-        backend = sa.engine.make_url(args.db_url).get_backend_name()
+        backend = dbengine.parse_url(args.db_url).get_backend_name()
     except sa.exc.ArgumentError as e:
         parser.error(f"--db-url: {e}")
     if backend not in SERVERS:
@@ -588,17 +593,20 @@ def print_summary(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", DeprecationWarning)
-    args, options = parse_args(argv)
+    with one_line_usage_errors():
+        args, options = parse_args(argv)
+    secrets = passwords(options.db_url, options.transport_url)
+    scrub_process_output(secrets)
     print(
         f"rpccompat-upgrade-test: seed {options.seed}, database "
-        f"{safe_url(options.db_url)}, transport {safe_url(options.transport_url)}",
+        f"{scrub(options.db_url)}, transport {scrub(options.transport_url)}",
         file=sys.stderr,
         flush=True,
     )
     try:
         report = UpgradeTest(options).run()
     except HarnessError as e:
-        print(f"rpccompat-upgrade-test: {e}", file=sys.stderr)
+        print(scrub(f"rpccompat-upgrade-test: {e}", secrets), file=sys.stderr)
         return e.code
     if args.json:
         print(json.dumps(report))

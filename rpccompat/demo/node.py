@@ -31,6 +31,7 @@ from rpccompat import opts
 from rpccompat.demo import alpha, beta
 from rpccompat.demo.load import Load
 from rpccompat.exceptions import SchemaRefused
+from rpccompat.scrub import one_line_usage_errors, passwords, scrub_process_output
 from rpccompat.service import Service, StopSignal, exit_abandoned
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
@@ -190,7 +191,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, settings = parse_args(argv)
+    with one_line_usage_errors():
+        args, settings = parse_args(argv)
+    scrub_process_output(passwords(settings.db_url, settings.transport_url))
     node = Node(
         settings,
         args.release,

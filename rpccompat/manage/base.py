@@ -23,6 +23,7 @@ from rpccompat.db import tree as treelib
 from rpccompat.exceptions import MigrationError, RPCCompatError
 from rpccompat.history import History
 from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
+from rpccompat.scrub import scrub
 
 # Exit codes every command shares; some commands add their own (see each).
 OK, ERROR, NOT_FOUND, BAD_INPUT = 0, 1, 2, 127
@@ -135,7 +136,7 @@ class Context:
             return dbengine.create_engine(url)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as e:
             raise CommandError(
-                f"cannot use database URL {dbengine.safe_url(url)}: {e}; give an "
+                f"cannot use database URL {scrub(str(url))}: {e}; give an "
                 "SQLAlchemy URL such as mysql+pymysql://user:password@host/db "
                 "in [database] connection or --db-url, with its driver installed",
                 BAD_INPUT,
@@ -153,7 +154,7 @@ class Context:
             installed = sa.inspect(conn).has_table(ServiceRecord.__tablename__)
         if not installed:
             raise CommandError(
-                f"the database at {dbengine.safe_url(self.engine.url)} has no "
+                f"the database at {scrub(str(self.engine.url))} has no "
                 f"services table: install the schema first ({self.prog} db sync "
                 f"for a new deployment, {self.prog} db expand for an upgrade)"
             )

@@ -3,8 +3,8 @@
 Every failure an operator can meet - bad input, a server that does not
 answer, a refused step - ends in one line on stderr (what, why, what to do)
 and an exit code, never a traceback (``--debug`` shows one) and never a
-password: the passwords of the database and transport URLs are scrubbed from
-every error and log line.
+password: every error, usage error and log line passes through
+:func:`rpccompat.scrub.scrub`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from sqlalchemy import exc as sa_exc
 
 from rpccompat import opts
 from rpccompat.db import MigrationTree
-from rpccompat.engine import passwords, safe_url
 from rpccompat.exceptions import RPCCompatError, ServiceNotFound, first_line
 from rpccompat.history import History
 from rpccompat.manage.base import BAD_INPUT, ERROR, NOT_FOUND, CommandError, Context
 from rpccompat.manage.db import DbCommands
 from rpccompat.manage.service import ServiceCommands
 from rpccompat.manage.upgrade import UpgradeCommands
+from rpccompat.scrub import ScrubPasswords, one_line_usage_errors, passwords, scrub
 
 INTERRUPTED = 130  # as a shell reports SIGINT
 ARG_PREFIX = "arg_"  # keeps command arguments apart from oslo.config's options
@@ -101,23 +101,24 @@ class Manage:
         )
         args = list(sys.argv[1:] if argv is None else argv)
         try:
-            conf(
-                args,
-                project=self.project,
-                prog=self.prog,
-                default_config_files=self.default_config_files,
-            )
-        except SystemExit as e:  # argparse has printed usage and the error
+            with one_line_usage_errors():
+                conf(
+                    args,
+                    project=self.project,
+                    prog=self.prog,
+                    default_config_files=self.default_config_files,
+                )
+        except SystemExit as e:  # argparse's error is on stderr, scrubbed
             return BAD_INPUT if e.code == 2 else int(e.code or 0)
         except cfg.Error as e:
             return _fail(
                 f"{self.prog}: bad configuration: {e}; check the --config-file "
                 "paths and what they hold",
                 BAD_INPUT,
-                [],
+                passwords(*args),
             )
         _apply_overrides(conf)
-        secrets = passwords(conf.database.connection) + passwords(conf.transport_url)
+        secrets = passwords(*args, conf.database.connection, conf.transport_url)
         _configure_logging(conf.debug, secrets)
         try:
             return _dispatch(conf)
@@ -194,7 +195,7 @@ def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
     """What went wrong, why, and what to do, in one line."""
     if isinstance(error, sa_exc.DBAPIError):
         reason = first_line(error.orig or error)
-        where = safe_url(conf.database.connection)
+        where = scrub(conf.database.connection)
         if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return (
                 f"cannot use the database at {where}: {reason}; check that the "
@@ -216,31 +217,14 @@ def _code(error: Exception, failed: int) -> int:
 
 
 def _fail(message: str, code: int, secrets: list[str]) -> int:
-    print(_scrub(" ".join(message.split()), secrets), file=sys.stderr)
+    print(scrub(" ".join(message.split()), secrets), file=sys.stderr)
     return code
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-class _ScrubPasswords(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _scrub(record.getMessage(), self.secrets)
-        record.args = None
-        return True
 
 
 def _configure_logging(debug: bool, secrets: list[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_ScrubPasswords(secrets))
+    handler.addFilter(ScrubPasswords(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING)

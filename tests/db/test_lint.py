@@ -87,6 +87,24 @@ def test_a_drop_in_expand_fails_on_every_backend(tmp_path):
         assert ("next_expand", "drop-in-expand") in rules(findings, dialect)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "/* why */ ALTER TABLE t DROP COLUMN c",
+        "-- why\nALTER TABLE t DROP COLUMN c",
+        "SET lock_timeout = 0; DROP TABLE t",
+        "TRUNCATE t",
+        "truncate table t",
+        "alter   table\n  t\tdrop column c",
+    ],
+)
+def test_a_drop_is_read_as_one_however_it_is_written(tmp_path, sql):
+    tree = make_tree(tmp_path, expand=f"def upgrade():\n    op.execute({sql!r})\n")
+    findings = lint.lint(tree)
+    for dialect in ("sqlite", "mysql", "postgresql"):
+        assert ("next_expand", "drop-in-expand") in rules(findings, dialect)
+
+
 def test_a_create_in_contract_fails(tmp_path):
     tree = make_tree(
         tmp_path,

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.db.sync import REFUSED
+from rpccompat.db.sync import REFUSED, ColumnSync, fit_identifier
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
 from tests.db.shapes import VISIBILITY
@@ -349,3 +349,50 @@ def test_a_conversion_to_a_postgresql_enum_is_cast_to_it(postgresql_url):
         ]
     finally:
         engine.dispose()
+
+
+# -- names longer than a backend keeps ---------------------------------------------
+
+
+def test_two_syncs_whose_names_differ_past_the_backends_limit_both_sync(engine):
+    """PostgreSQL cut both names to one at 63 bytes (the second function
+    replaced the first, and INSERTs into the first table failed) and MariaDB
+    refused names over 64 characters."""
+    prefix = "sync_for_the_rename_in_release_beta_of_a_column_of_the_storage_table_"
+    columns_of = {"shelves": ("label", "title"), "drawers": ("tag", "caption")}
+    syncs = [
+        dataclasses.replace(
+            ColumnSync.rename(table, "id", old, new), name=f"{prefix}{table}_{new}"
+        )
+        for table, (old, new) in columns_of.items()
+    ]
+    assert syncs[0].name[:64] == syncs[1].name[:64]
+    with engine.begin() as conn:
+        for sync in syncs:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {sync.table} (id INT PRIMARY KEY, "
+                f"{sync.old[0]} VARCHAR(20), {sync.new[0]} VARCHAR(20))"
+            )
+            for statement in sync.create_triggers(engine.dialect.name):
+                conn.exec_driver_sql(statement)
+
+    def insert(sync: ColumnSync, key: int) -> tuple:
+        old, new = sync.old[0], sync.new[0]
+        write(engine, f"INSERT INTO {sync.table} (id, {old}) VALUES ({key}, 'kept')")
+        return columns(engine, sync.table, f"{old}, {new}", key)
+
+    assert [insert(sync, 1) for sync in syncs] == [("kept", "kept")] * 2
+    with engine.begin() as conn:
+        for statement in syncs[0].drop_triggers(engine.dialect.name):
+            conn.exec_driver_sql(statement)
+    assert [insert(sync, 2) for sync in syncs] == [("kept", None), ("kept", "kept")]
+
+
+@pytest.mark.parametrize(("dialect", "limit"), [("postgresql", 63), ("mysql", 64)])
+def test_a_fitted_name_is_stable_within_the_limit_and_unique(dialect, limit):
+    names = [f"{'x' * limit}{n}" for n in ("", "a", "b", "é" * 40)]
+    fitted = [fit_identifier(name, dialect) for name in names]
+    assert fitted == [fit_identifier(name, dialect) for name in names]
+    assert all(len(name.encode()) <= limit for name in fitted)
+    assert len(set(fitted)) == len(names)
+    assert fit_identifier("short", dialect) == "short"

@@ -82,3 +82,31 @@ def test_mixed_cluster_of_processes_serves_1000_calls_without_failure(
     assert [r["failed_calls"] for r in reports] == [0, 0], [
         r["failures"] for r in reports
     ]
+
+
+SECRET = "s3cr3t-7f3a9c"  # fixed: xdist workers must collect the same ids
+HARNESS = ["rpccompat.demo.harness", "--transport-url", f"rabbit://g:{SECRET}@h:1/"]
+NODE = ["rpccompat.demo.node", "--release", "alpha", "--binary", "volume",
+        "--config-file", "/dev/null"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*HARNESS, "--db_url", f"mysql+pymysql://root:{SECRET}@127.0.0.1/db"],
+        [*HARNESS, "--db-url", f"mysql+pymysql:/root:{SECRET}@127.0.0.1/db"],
+        [*HARNESS, "--db-url", f"mysql+pymysql://root:p@{SECRET}@127.0.0.1/db"],
+        [*HARNESS, "--db-url", f"mysql+pymysql://root:{SECRET}@127.0.0.1:1/db"],
+        [*HARNESS, "--db-url", f"mysql://root@127.0.0.1:1/db?password={SECRET}",
+         f"postgresql://u:{SECRET}@h/db"],
+        [*NODE, f"mysql+pymysql://root:{SECRET}@127.0.0.1/db"],
+        [*NODE, "--db-url", f"mysql+pymysql://root:{SECRET}@127.0.0.1:1/db",
+         "--transport-url", f"rabbit://a:{SECRET}@127.0.0.1:1,b:{SECRET}@h:1/"],
+    ],
+)  # fmt: skip
+def test_the_demo_binaries_never_show_a_password(argv):
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert SECRET not in done.stdout + done.stderr

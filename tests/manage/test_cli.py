@@ -161,3 +161,28 @@ def test_an_unreachable_server_never_exits_with_a_code_that_means_a_result(argv,
     run = manage("--db-url", "postgresql+psycopg2://postgres@127.0.0.1:1/x", *argv)
     assert run.returncode == code
     assert "cannot use the database at" in error_line(run.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--db_url", f"mysql+pymysql://root:{SECRET}@127.0.0.1/db", "db", "check"],
+        ["db", "check", "--db-url", f"mysql+pymysql://root:{SECRET}@127.0.0.1/db"],
+        [f"mysql+pymysql://root:{SECRET}@127.0.0.1/db", "db", "check"],
+        ["--db-url", f"mysql+pymysql:/root:{SECRET}@127.0.0.1/db", "db", "check"],
+        ["--db-url", f"root:{SECRET}@127.0.0.1/db", "db", "check"],
+        ["--db-url", f"mysql+pymysql://root@127.0.0.1:1/db?password={SECRET}",
+         "db", "check"],
+        ["--db-url", f"mysql+pymysql://root:p@{SECRET}@127.0.0.1/db", "db", "check"],
+        ["--db-url", f"postgresql+psycopg2://postgres:{SECRET}@127.0.0.1:1/x?"
+         f"sslmode=nonsense&token={SECRET}", "service", "list"],
+        ["--transport-url", f"rabbit://a:{SECRET}@127.0.0.1:1,b:{SECRET}@h:1/",
+         "--db-url", "sqlite:///nowhere/at/all.db", "service", "list"],
+        ["--config-file", f"rabbit://guest:{SECRET}@127.0.0.1/", "db", "check"],
+    ],
+)  # fmt: skip
+def test_a_mistyped_command_line_is_one_line_without_its_password(argv):
+    run = manage(*argv)
+    assert run.returncode not in (0, None)
+    error_line(run.stderr)
+    assert SECRET not in run.stdout + run.stderr
