@@ -17,17 +17,26 @@ mode, no database needed) and each statement is read against three rules:
     copying).  Statements on a table created in the same revision are
     exempt: it is empty and nothing uses it yet.
 
-A revision may allow a rule with a reason, in ``lint_exceptions = {"rule":
-"why"}``; the finding is then reported as allowed, with the reason.
-Triggers and functions are left alone: the sync triggers are created in
-expand and dropped in contract by design.
+A relaxation is not a drop: ``ALTER COLUMN ... DROP NOT NULL`` takes nothing
+from old nodes, and a table rebuilt by copying (Alembic's batch mode on
+SQLite) drops only the columns the copy leaves out.  The lint follows each
+table's columns through the tree's revisions in order, so a rebuild that
+leaves one out is a drop.
+
+A revision may allow a finding with a reason, in ``lint_exceptions``:
+``{"rule": "why"}`` allows the rule for every statement of the revision on
+every backend; ``{"rule": Allow("why", dialects=("sqlite",),
+statement=r"regex")}`` (or a list of them) only the statements it matches,
+so a real drop added beside it later still fails.  Triggers and functions
+are left alone: the sync triggers are created in expand and dropped in
+contract by design.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import sqlparse
 
@@ -49,6 +58,10 @@ DROPS = re.compile(
     r"|RENAME TABLE|TRUNCATE\b)",
     _I,
 )
+RELAXATION = re.compile(r"^ALTER TABLE \S+ ALTER COLUMN \S+ DROP NOT NULL$", _I)
+ADD_COLUMN = re.compile(rf"^ALTER TABLE {NAME} ADD (?:COLUMN )?{NAME}", _I)
+DROP_COLUMN = re.compile(rf"^ALTER TABLE {NAME} DROP (?:COLUMN )?{NAME}", _I)
+NOT_A_COLUMN = {"PRIMARY", "UNIQUE", "CONSTRAINT", "FOREIGN", "CHECK", "KEY", "INDEX"}
 CREATES = re.compile(
     r"^(CREATE (UNIQUE )?(TABLE|INDEX|VIEW|SEQUENCE)|ALTER TABLE .*\bADD\b)", _I
 )
@@ -100,6 +113,39 @@ BLOCKING = {
 
 
 @dataclasses.dataclass(frozen=True)
+class Allow:
+    """A declared exception: the findings of a rule it matches, with why.
+
+    ``dialects`` limits it to those backends and ``statement`` (a regular
+    expression searched in the statement) to those statements; unset, it
+    matches every one.
+    """
+
+    why: str
+    dialects: tuple[str, ...] = ()
+    statement: str = ""
+
+    def matches(self, dialect: str, statement: str) -> bool:
+        return (not self.dialects or dialect in self.dialects) and bool(
+            re.search(self.statement, statement, _I)
+        )
+
+
+Exceptions = Mapping[str, "str | Allow | Sequence[Allow]"]
+
+
+def allowed_by(exceptions: Exceptions, rule: str, dialect: str, statement: str) -> str:
+    """Why ``exceptions`` allow this finding ('' when they do not)."""
+    declared = exceptions.get(rule) or ()
+    if isinstance(declared, str):
+        return declared
+    for allow in [declared] if isinstance(declared, Allow) else declared:
+        if allow.matches(dialect, statement):
+            return allow.why
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Finding:
     tree: str
     revision: str
@@ -127,9 +173,11 @@ def lint(tree: MigrationTree, dialects: Sequence[str] = DIALECTS) -> list[Findin
     }
     findings = []
     for dialect in dialects:
+        columns: dict[str, set[str]] = {}  # the tables so far, in run order
         for revision, sql in tree.render(dialect).items():
             branch, exceptions = revisions[revision]
-            for rule, why, statement in check(sql, branch, dialect):
+            for rule, why, statement in check(sql, branch, dialect, columns):
+                allowed = allowed_by(exceptions, rule, dialect, statement)
                 findings.append(
                     Finding(
                         tree.name,
@@ -139,7 +187,7 @@ def lint(tree: MigrationTree, dialects: Sequence[str] = DIALECTS) -> list[Findin
                         rule,
                         statement,
                         why,
-                        exceptions.get(rule) or None,
+                        allowed or None,
                     )
                 )
     return findings
@@ -149,21 +197,42 @@ def errors(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if not f.allowed]
 
 
-def check(sql: str, branch: str, dialect: str) -> list[tuple[str, str, str]]:
-    """``(rule, why, statement)`` for each offending statement of one revision."""
+def check(
+    sql: str,
+    branch: str,
+    dialect: str,
+    columns: dict[str, set[str]] | None = None,
+) -> list[tuple[str, str, str]]:
+    """``(rule, why, statement)`` for each offending statement of one revision.
+
+    ``columns`` holds each table's columns as the revisions before left them
+    and is brought up to date; a table it does not know is taken on trust.
+    """
+    columns = {} if columns is None else columns
     created: set[str] = set()
+    rebuilt: set[str] = set()  # tables whose copy replaces them
     found = []
     for statement in statements(sql):
         if SKIPPED.match(statement):
             continue
         new_table = CREATE_TABLE.match(statement)
-        if new_table and new_table.group(1).lower().startswith(REBUILD):
+        rebuild = new_table and _rebuilt_table(new_table.group(1))
+        if rebuild:
+            rebuilt.add(rebuild)
+            kept = _columns_of(statement)
+            left_out = sorted(columns.get(rebuild, kept) - kept)
+            columns[rebuild] = kept
+            if branch == EXPAND and left_out:
+                why = f"table rebuilt without {', '.join(left_out)}"
+                found.append((DROP_IN_EXPAND, why, statement))
             new_table = None  # a copy of an existing table, not a new one
-        if new_table:
+        elif new_table:
             created.add(new_table.group(1).lower())
-        if branch == EXPAND and DROPS.match(statement):
+            columns[new_table.group(1).lower()] = _columns_of(statement)
+        _follow_columns(statement, columns)
+        if branch == EXPAND and _drops(statement, rebuilt):
             found.append((DROP_IN_EXPAND, "expand must only add", statement))
-        if branch == CONTRACT and CREATES.match(statement):
+        if branch == CONTRACT and CREATES.match(statement) and not rebuild:
             found.append((CREATE_IN_CONTRACT, "contract must only remove", statement))
         table = TABLE_OF.match(statement)
         on_new_table = table and (table.group(1) or table.group(2)).lower() in created
@@ -174,6 +243,52 @@ def check(sql: str, branch: str, dialect: str) -> list[tuple[str, str, str]]:
                 found.append((BLOCKING_DDL, why, statement))
                 break
     return found
+
+
+def _drops(statement: str, rebuilt: set[str]) -> bool:
+    """Whether ``statement`` takes something from old nodes.
+
+    Not a relaxation, and not the ``DROP TABLE t`` / ``ALTER TABLE
+    _alembic_tmp_t RENAME TO t`` that swap in a rebuilt table (what the
+    rebuild left out is found at its ``CREATE TABLE``).
+    """
+    if not DROPS.match(statement) or RELAXATION.match(statement):
+        return False
+    words = statement.replace('"', "").replace("`", "").lower().split()
+    swaps_in = words[:2] == ["alter", "table"] and _rebuilt_table(words[2])
+    drops_original = words[:2] == ["drop", "table"] and words[-1] in rebuilt
+    return not (swaps_in in rebuilt or drops_original)
+
+
+def _rebuilt_table(name: str) -> str:
+    """The table a batch-mode copy named ``name`` replaces ('' for none)."""
+    name = name.lower()
+    return name[len(REBUILD) :] if name.startswith(REBUILD) else ""
+
+
+def _columns_of(create_table: str) -> set[str]:
+    """The column names of a ``CREATE TABLE`` statement."""
+    body = create_table[create_table.index("(") + 1 : create_table.rindex(")")]
+    names, depth, item = set(), 0, ""
+    for char in body + ",":
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            first = item.split()[0].strip('`"') if item.split() else ""
+            if first and first.upper() not in NOT_A_COLUMN:
+                names.add(first.lower())
+            item = ""
+        else:
+            item += char
+    return names
+
+
+def _follow_columns(statement: str, columns: dict[str, set[str]]) -> None:
+    """Bring ``columns`` up to date with an ``ALTER TABLE`` that adds or
+    drops a column of a table it knows."""
+    for pattern, change in ((ADD_COLUMN, set.add), (DROP_COLUMN, set.discard)):
+        match = pattern.match(statement)
+        if match and match.group(1).lower() in columns:
+            change(columns[match.group(1).lower()], match.group(2).lower())
 
 
 def statements(sql: str) -> list[str]:

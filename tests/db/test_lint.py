@@ -183,3 +183,69 @@ def test_check_migrations_reports_stale_head_files_and_missing_releases(tmp_path
     assert any("EXPAND_HEAD says base_expand" in p for p in problems), problems
     assert any("next_contract declares no requires_release" in p for p in problems)
     assert any("next_expand declares no serves_release" in p for p in problems)
+
+
+COPY_OF_T = (
+    'copy_from=sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer, '
+    'primary_key=True), sa.Column("c", sa.String(10), nullable=False))'
+)
+
+
+def test_relaxing_not_null_is_not_a_drop_on_any_backend(tmp_path):
+    """PostgreSQL's DROP NOT NULL, MySQL's MODIFY ... NULL and SQLite's
+    rebuild by copying take nothing from old nodes."""
+    tree = make_tree(
+        tmp_path,
+        expand=f"""
+        def upgrade():
+            if op.get_context().dialect.name == "sqlite":
+                with op.batch_alter_table("t", {COPY_OF_T}) as batch:
+                    batch.alter_column("c", existing_type=sa.String(10), nullable=True)
+            else:
+                op.alter_column("t", "c", existing_type=sa.String(10), nullable=True)
+        """,
+    )
+    findings = lint.lint(tree)
+    assert {f.dialect for f in findings if f.rule == "blocking-ddl"} >= {"sqlite"}
+    assert [f for f in findings if f.rule == "drop-in-expand"] == []
+
+
+def test_a_rebuild_that_leaves_a_column_out_is_a_drop(tmp_path):
+    tree = make_tree(
+        tmp_path,
+        expand=f"""
+        def upgrade():
+            with op.batch_alter_table("t", {COPY_OF_T}) as batch:
+                batch.drop_column("c")
+        """,
+    )
+    drops = [f for f in lint.lint(tree, ["sqlite"]) if f.rule == "drop-in-expand"]
+    assert [f.why for f in drops] == ["table rebuilt without c"]
+
+
+def test_an_exception_for_one_statement_still_fails_a_drop_beside_it(tmp_path):
+    tree = make_tree(
+        tmp_path,
+        expand="""
+        from rpccompat.db.lint import Allow
+        lint_exceptions = {
+            "drop-in-expand": Allow("x was never released", statement=r"\\bx\\b"),
+            "blocking-ddl": Allow("t is tiny on SQLite", dialects=("sqlite",)),
+        }
+        def upgrade():
+            ddl.add_column("t", sa.Column("x", sa.Integer))
+            op.drop_column("t", "x")
+            op.drop_column("t", "c")
+        """,
+    )
+    findings = lint.lint(tree)
+    errors = {(f.dialect, f.rule, f.statement) for f in lint.errors(findings)}
+    for dialect in ("sqlite", "mysql", "postgresql"):
+        drops = {
+            s for d, rule, s in errors if d == dialect and rule == "drop-in-expand"
+        }
+        assert drops and all(s.endswith("DROP COLUMN c") for s in drops), errors
+    assert not any(d == "sqlite" and r == "blocking-ddl" for d, r, _ in errors)
+    assert any(d == "mysql" and r == "blocking-ddl" for d, r, _ in errors)
+    allowed = [f for f in findings if f.allowed and f.rule == "drop-in-expand"]
+    assert allowed and all(f.statement.endswith("DROP COLUMN x") for f in allowed)

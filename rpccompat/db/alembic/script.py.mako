@@ -15,7 +15,7 @@ depends_on = ${repr(depends_on)}
 # A contract revision names the oldest release every service must run first:
 # requires_release = "..."
 # Lint findings this revision is allowed, each with why:
-# lint_exceptions = {"drop-in-expand": "..."}
+# lint_exceptions = {"drop-in-expand": "why"}  # or rpccompat.db.lint.Allow(...)
 
 
 def upgrade() -> None:
