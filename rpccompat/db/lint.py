@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import sqlparse
 
@@ -131,15 +132,18 @@ class Allow:
         )
 
 
-Exceptions = Mapping[str, "str | Allow | Sequence[Allow]"]
-
-
-def allowed_by(exceptions: Exceptions, rule: str, dialect: str, statement: str) -> str:
-    """Why ``exceptions`` allow this finding ('' when they do not)."""
+def allowed_by(
+    exceptions: Mapping[str, object], rule: str, dialect: str, statement: str
+) -> str:
+    """Why ``exceptions`` allow this finding ('' when they do not): a
+    revision's ``lint_exceptions`` maps a rule to a reason, an ``Allow`` or
+    a list of them."""
     declared = exceptions.get(rule) or ()
     if isinstance(declared, str):
         return declared
-    for allow in [declared] if isinstance(declared, Allow) else declared:
+    if isinstance(declared, Allow):
+        declared = [declared]
+    for allow in cast(Sequence[Allow], declared):
         if allow.matches(dialect, statement):
             return allow.why
     return ""

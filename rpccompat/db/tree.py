@@ -140,7 +140,7 @@ class MigrationTree:
     def serves_release(self, revision: Script) -> str | None:
         return getattr(revision.module, "serves_release", None)
 
-    def lint_exceptions(self, revision: Script) -> dict[str, str]:
+    def lint_exceptions(self, revision: Script) -> dict[str, object]:
         return dict(getattr(revision.module, "lint_exceptions", {}))
 
     # -- the database side ---------------------------------------------------
