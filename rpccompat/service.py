@@ -81,7 +81,7 @@ class Service:
 
     def start(self) -> None:
         self.registry = ServiceRegistry(
-            dbengine.create_engine(self.conf.database.connection)
+            dbengine.create_engine(opts.database_connection(self.conf))
         )
         self.report()  # before any client is built
         self.transport = rpc.make_transport(self.conf)

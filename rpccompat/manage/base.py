@@ -20,7 +20,7 @@ from rpccompat import engine as dbengine
 from rpccompat import opts, pins, rpc
 from rpccompat.db import Database, MigrationTree
 from rpccompat.db import tree as treelib
-from rpccompat.exceptions import MigrationError, RPCCompatError
+from rpccompat.exceptions import ConfigurationError, MigrationError, RPCCompatError
 from rpccompat.history import History
 from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
 
@@ -130,7 +130,10 @@ class Context:
 
     @functools.cached_property
     def engine(self) -> sa.Engine:
-        url = self.conf.database.connection
+        try:
+            url = opts.database_connection(self.conf)
+        except ConfigurationError as e:
+            raise CommandError(f"{e} (or pass --db-url URL)", BAD_INPUT) from e
         try:
             return dbengine.create_engine(url)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +15,12 @@ from tests.conftest import write_config
 from tests.manage.conftest import Operator, report
 
 
-def manage(*argv: str) -> subprocess.CompletedProcess[str]:
+def manage(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real command, in its own process: what a terminal shows."""
     return subprocess.run(
         [sys.executable, "-c", "import sys; from rpccompat.manage import main; "
          "sys.exit(main())", *argv],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=cwd,
     )  # fmt: skip
 
 
@@ -60,6 +61,29 @@ def test_a_missing_config_file_or_tree_is_bad_input(tmp_path):
     unknown = manage("--config-file", str(config), "db", "check")
     assert unknown.returncode == BAD_INPUT
     assert "no migration tree named 'nosuch'" in error_line(unknown.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "sync"], ["db", "check"], ["service", "list"], ["upgrade", "check"]],
+)
+def test_without_a_configured_database_a_command_is_bad_input_and_touches_nothing(
+    argv, tmp_path
+):
+    """No implicit ./rpccompat.sqlite: ``db sync`` then ``db check`` used to
+    report an up-to-date database that was not the operator's."""
+    run = manage(*argv, cwd=tmp_path)
+    assert run.returncode == BAD_INPUT
+    line = error_line(run.stderr)
+    assert "no database configured: [database] connection is not set" in line
+    assert "--config-file" in line and "--db-url" in line
+    assert list(tmp_path.iterdir()) == []  # no database file made here
+
+
+def test_lint_needs_no_database(tmp_path):
+    run = manage("db", "lint", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].startswith("0 error(s)")
 
 
 SECRET = "s3cr3t-7f3a9c"  # fixed: xdist workers must collect the same ids
