@@ -82,7 +82,7 @@ class Survey:
     prog: str
 
     def warnings(self) -> list[str]:
-        return [
+        return self.too_old() + [
             f"{v.service.name} holds the {', '.join(v.holds)} pin "
             f"({v.service.release}) but is down: no heartbeat for "
             f"{v.silent_for:.0f} s; it counts until service_down_time "
@@ -92,6 +92,15 @@ class Survey:
             f"{v.service.binary} {v.service.host}"
             for v in self.services
             if v.holds and not v.up
+        ]
+
+    def too_old(self) -> list[str]:
+        """The services no pin can reach, each with the commands that clear it."""
+        return [
+            f"{line}, or if it is gone: {self.prog} service remove "
+            f"{service.binary} {service.host}"
+            for pin in self.pins.values()
+            for service, line in zip(pin.too_old, pin.left_out(), strict=True)
         ]
 
 
