@@ -197,6 +197,7 @@ class ServiceCommands:
     def remove(self, binary: str, host: str) -> int:
         """Delete the row of a node that is gone for good: it stops counting
         for pins and for the contract gate."""
+        self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.remove(binary, host)
         self._done(f"removed {service.name} ({service.release})", "removed", service)
         return OK
@@ -225,6 +226,7 @@ class ServiceCommands:
         """Declare a node down now, without waiting for service_down_time:
         it stops counting for pins at once (it still blocks contract until
         removed)."""
+        self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.set_forced_down(binary, host, not unset)
         what = "no longer forced down" if unset else "forced down"
         self._done(f"{service.name} {what}", "forced-down", service)

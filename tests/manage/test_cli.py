@@ -126,6 +126,32 @@ def test_an_unreachable_broker_does_not_undo_the_change_nor_show_its_password(
     assert SECRET not in run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("argv", [["remove"], ["force-down"]])
+def test_a_transport_url_that_cannot_work_is_bad_input_and_changes_nothing(
+    argv, sqlite_url, tmp_path, capsys
+):
+    """The row used to be removed and then the command exited 1 "report it"."""
+    config = write_config(tmp_path / "c.conf", sqlite_url)
+    operator = Operator(config, capsys)
+    assert operator("db", "sync").code == 0
+    from rpccompat import engine as dbengine
+
+    engine = dbengine.create_engine(sqlite_url)
+    report(engine, "node-1", "beta")
+    engine.dispose()
+    run = operator(
+        "--transport-url", f"foo://guest:{SECRET}@127.0.0.1/", "service", *argv,
+        "volume", "node-1",
+    )  # fmt: skip
+    assert run.code == BAD_INPUT, run.err
+    line = run.err.splitlines()[-1]
+    assert line.startswith("rpccompat-manage: cannot use transport URL "), line
+    assert "--transport-url" in line and "report it" not in line
+    assert SECRET not in run.out + run.err
+    (service,) = operator("service", "list", "--json").json()["services"]
+    assert (service["host"], service["forced_down"]) == ("node-1", False)
+
+
 @pytest.fixture
 def rabbit_user(rabbit_url: str) -> str:
     """The test's vhost, reached as a user of its own with a password."""
