@@ -63,6 +63,20 @@ def test_a_missing_config_file_or_tree_is_bad_input(tmp_path):
     assert "no migration tree named 'nosuch'" in error_line(unknown.stderr)
 
 
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_a_config_file_that_is_no_text_file_is_bad_input(kind, tmp_path):
+    path = tmp_path / "c.conf"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(bytes(range(256)) * 4)
+    run = manage("--config-file", str(path), "db", "check", cwd=tmp_path)
+    assert run.returncode == BAD_INPUT
+    line = error_line(run.stderr)
+    assert line.startswith("rpccompat-manage: bad configuration: ")
+    assert line.endswith("check the --config-file paths and what they hold")
+
+
 @pytest.mark.parametrize(
     "argv",
     [["db", "sync"], ["db", "check"], ["service", "list"], ["upgrade", "check"]],
