@@ -160,6 +160,10 @@ def test_a_config_without_the_projects_tree_is_an_error_not_up_to_date(
         assert "migration tree(s) 'volumes' (table volumes_alembic_version)" in run.err
         assert "[database] migration_trees" in run.err
         assert "contracted" not in run.out and "up to date" not in run.out
+    checked = partial("upgrade", "check", "--json")
+    assert checked.code == 2
+    details = {c["check"]: c["details"] for c in checked.json()["checks"]}
+    assert "'volumes' (table volumes_alembic_version)" in details["Contract readiness"]
     assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
 
 
