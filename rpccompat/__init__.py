@@ -8,6 +8,7 @@ Everything a service developer touches::
 
 from rpccompat.engine import retry_on_disconnect
 from rpccompat.exceptions import (
+    ConfigurationError,
     HistoryError,
     IncompatibleCall,
     IncompatibleObject,
@@ -27,6 +28,7 @@ from rpccompat.rpc import Endpoint, RPCClient, method
 from rpccompat.service import Service
 
 __all__ = [
+    "ConfigurationError",
     "Endpoint",
     "History",
     "HistoryError",

@@ -12,6 +12,10 @@ class RPCCompatError(Exception):
     """Base of every rpccompat error."""
 
 
+class ConfigurationError(RPCCompatError):
+    """An option that must be set is not, or holds something unusable."""
+
+
 class HistoryError(RPCCompatError):
     """A history declaration, or a lookup in one, is wrong."""
 

@@ -8,6 +8,7 @@ import socket
 from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 
+from rpccompat.exceptions import ConfigurationError
 from rpccompat.history import History
 
 service_opts = [
@@ -37,9 +38,9 @@ service_opts = [
 database_opts = [
     cfg.StrOpt(
         "connection",
-        default="sqlite:///rpccompat.sqlite",
         secret=True,
-        help="SQLAlchemy URL of the database holding the services table.",
+        help="SQLAlchemy URL of the database holding the services table. No "
+        "default: a command or node must never use a database nobody named.",
     ),
     cfg.ListOpt(
         "migration_trees",
@@ -91,6 +92,21 @@ def transport_configured(conf: cfg.ConfigOpts) -> bool:
     """Whether a transport URL was given, rather than oslo.messaging's default."""
     location = conf.get_location("transport_url").location
     return location is not cfg.Locations.opt_default
+
+
+def database_connection(conf: cfg.ConfigOpts) -> str:
+    """``[database] connection``, or a clear error when it is not set.
+
+    There is no default: a local SQLite file would let ``db sync`` and
+    ``db check`` report on a database that is not the operator's.
+    """
+    url = conf.database.connection
+    if not url:
+        raise ConfigurationError(
+            "no database configured: [database] connection is not set and has "
+            "no default; set it in the config file given with --config-file"
+        )
+    return url
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

@@ -45,6 +45,9 @@ class Pin:
     release: str
     source: str  # AUTO, "upgrade_levels" or NO_SERVICES
     holders: tuple[ServiceInfo, ...] = ()
+    # Services up that speak older than every release of the history: no
+    # version here reaches them, so they are left out of the pin and reported.
+    too_old: tuple[ServiceInfo, ...] = ()
 
     @property
     def holder_names(self) -> str:
@@ -60,6 +63,16 @@ class Pin:
             f"{self.binary}: rpc {self.rpc_version}, objects {self.objects_version} "
             f"({self.release}), held by {held}"
         )
+
+    def left_out(self) -> list[str]:
+        """Why each service in ``too_old`` is not in the pin, one line each."""
+        return [
+            f"{s.name} ({s.release}) speaks rpc {s.rpc_current_version}, objects "
+            f"{s.object_current_version}, older than every release of the "
+            f"history: it is left out of the {self.binary} pin and calls to it "
+            "fail; upgrade it"
+            for s in self.too_old
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,17 +102,20 @@ def compute_pin(
             binary, release, "upgrade_levels", rpc_version=_capped(rpc, own_rpc)
         )
     now = utcnow()
-    spoken = [
-        (
-            s,
-            _capped(s.rpc_current_version, own_rpc),
-            _capped(s.object_current_version, own_objects),
-        )
-        for s in services
-        if s.binary == binary and s.is_up(down_time, now)
-    ]
+    spoken, too_old = [], []
+    for s in services:
+        if s.binary != binary or not s.is_up(down_time, now):
+            continue
+        rpc = _capped(s.rpc_current_version, own_rpc)
+        objects = _capped(s.object_current_version, own_objects)
+        if _in_history(history, binary, rpc, objects):
+            spoken.append((s, rpc, objects))
+        else:
+            too_old.append(s)
     if not spoken:
-        return _pin(binary, own, NO_SERVICES)
+        return dataclasses.replace(
+            _pin(binary, own, NO_SERVICES), too_old=tuple(too_old)
+        )
     rpc = min((r for _, r, _ in spoken), key=version_tuple)
     objects = min((o for _, _, o in spoken), key=version_tuple)
     rpc_held, objects_held = rpc != own_rpc, objects != own_objects
@@ -116,7 +132,19 @@ def compute_pin(
     return dataclasses.replace(
         _pin(binary, release, AUTO, rpc_version=rpc, objects_version=objects),
         holders=holders,
+        too_old=tuple(too_old),
     )
+
+
+def _in_history(history: History, binary: str, rpc: str, objects: str) -> bool:
+    """Whether some release speaks versions this low; a row below the oldest
+    (a node of a release the history dropped) cannot be pinned to."""
+    try:
+        history.release_for_rpc(binary, rpc)
+        history.release_for_objects(objects)
+    except UnknownVersion:
+        return False
+    return True
 
 
 def compute_pins(
@@ -214,6 +242,8 @@ class Pins:
             old = self._cache
             self._cache = {b: p for b, p in pins.items() if p.source != NO_SERVICES}
         for binary, pin in pins.items():
+            for line in pin.left_out():
+                LOG.warning("%s", line)
             before = old.get(binary)
             if before is None or (before.rpc_version, before.objects_version) != (
                 pin.rpc_version,

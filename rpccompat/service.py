@@ -89,7 +89,7 @@ class Service:
 
     def start(self) -> None:
         self.registry = ServiceRegistry(
-            dbengine.create_engine(self.conf.database.connection)
+            dbengine.create_engine(opts.database_connection(self.conf))
         )
         try:  # before any client is built; a refused node writes no row
             self.report(guard.admit)

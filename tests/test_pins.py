@@ -123,6 +123,34 @@ def test_other_binaries_do_not_count(registry):
     assert pin(registry).release == "beta"
 
 
+def test_a_row_older_than_every_release_is_left_out_and_reported_not_a_crash(
+    registry, caplog
+):
+    """A node of a release the history dropped (rpc 0.9): every new node
+    crashed at start computing its pins."""
+    report(registry, "new", "beta")
+    registry.report(
+        host="ancient", binary="volume", release="zeta", rpc_version="0.9",
+        objects_version="0.9",
+    )  # fmt: skip
+    pins = Pins(beta.HISTORY, registry)
+    with caplog.at_level("WARNING", logger="rpccompat.pins"):
+        got = pins.refresh()["volume"]
+    assert (got.rpc_version, got.release, got.holders) == ("1.1", "beta", ())
+    assert [s.host for s in got.too_old] == ["ancient"]
+    assert got.left_out() == [
+        "volume@ancient (zeta) speaks rpc 0.9, objects 0.9, older than every "
+        "release of the history: it is left out of the volume pin and calls to "
+        "it fail; upgrade it"
+    ]
+    assert got.left_out()[0] in caplog.messages
+    alone = registry.remove("volume", "new")  # nobody else: own version, reported
+    assert alone.host == "new"
+    got = pins.refresh()["volume"]
+    assert (got.release, got.source) == ("beta", "no services")
+    assert [s.host for s in got.too_old] == ["ancient"]
+
+
 @pytest.mark.parametrize(
     ("level", "rpc", "release"),
     [("alpha", "1.0", "alpha"), ("1.0", "1.0", "alpha"), ("beta", "1.1", "beta")],

@@ -224,16 +224,21 @@ def _ensure_row(engine: sa.Engine, tree: str, name: str) -> None:
 
 
 def _record(engine: sa.Engine, totals: Totals) -> None:
+    """Add this run's figures; mark the migration complete if this run saw
+    it end.  A run that did not never clears ``completed_at``: another runner
+    may have completed it meanwhile, and contract reads that mark."""
+    figures = {
+        "found": progress_table.c.found + totals.found,
+        "done": progress_table.c.done + totals.done,
+        "updated_at": utcnow(),
+    }
+    if totals.complete:
+        figures["completed_at"] = utcnow()
     with engine.begin() as conn:
         conn.execute(
             progress_table.update()
             .where(_progress_row(totals.tree, totals.name))
-            .values(
-                found=progress_table.c.found + totals.found,
-                done=progress_table.c.done + totals.done,
-                updated_at=utcnow(),
-                completed_at=utcnow() if totals.complete else None,
-            )
+            .values(**figures)
         )
 
 

@@ -19,7 +19,13 @@ import sqlalchemy as sa
 
 from rpccompat import guard
 from rpccompat.db import data
-from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
+from rpccompat.db.tree import (
+    CONTRACT,
+    EXPAND,
+    FRAMEWORK,
+    MigrationTree,
+    installed_version_tables,
+)
 from rpccompat.exceptions import ContractRefused, MigrationError, UnknownRelease
 from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
 
@@ -103,7 +109,39 @@ class Database:
 
     def versions(self) -> list[TreeVersion]:
         with self.engine.connect() as conn:
+            self._check_trees(conn)
             return [self._version(conn, tree) for tree in self.trees]
+
+    def _check_trees(self, conn: sa.Connection) -> None:
+        """Raise unless every tree the database has revisions of is one of
+        ours: with one missing, status would call a half-upgraded database
+        up to date and contract would skip what it never saw."""
+        unnamed = self.unnamed_trees(conn)
+        if not unnamed:
+            return
+        trees = ", ".join(f"{name!r} (table {table})" for name, table in unnamed)
+        raise MigrationError(
+            f"the database has revisions of migration tree(s) {trees} that "
+            "[database] migration_trees does not name: add them there, or "
+            "every status and step sees only part of the schema"
+        )
+
+    def unnamed_trees(self, conn: sa.Connection) -> list[tuple[str, str]]:
+        """``(tree name, version table)`` of each tree with revisions in the
+        database that is not one of ``trees``.  A version table is known by
+        an installed tree, or by Alembic's name (``*alembic_version``); a
+        tree nothing installed names is called by its table."""
+        ours = {tree.version_table for tree in self.trees}
+        installed = installed_version_tables()
+        return [
+            (installed.get(table, table), table)
+            for table in sorted(sa.inspect(conn).get_table_names())
+            if table not in ours
+            and (table in installed or table.endswith("alembic_version"))
+            and conn.execute(
+                sa.select(sa.literal(1)).select_from(sa.table(table))
+            ).first()
+        ]
 
     @staticmethod
     def _version(conn: sa.Connection, tree: MigrationTree) -> TreeVersion:
@@ -227,7 +265,9 @@ class Database:
         ``settings`` reach the revision scripts' DDL: ``lock_timeout`` and
         ``retry_budget`` in seconds (see rpccompat.db.ddl).
         """
-        refusal = self.expand_refusal()  # before any tree changes
+        with self.engine.connect() as conn:
+            self._check_trees(conn)  # before any tree changes
+        refusal = self.expand_refusal()
         if refusal is not None:
             raise MigrationError(refusal)
         for tree in self.trees:

@@ -31,6 +31,7 @@ from rpccompat.exceptions import LockNotGranted, MigrationError
 LOG = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 0.1  # seconds a statement may wait for its lock
+MAX_LOCK_TIMEOUT = 3600.0  # beyond this, a plain blocking ALTER would do
 RETRY_BUDGET = 60.0  # seconds of retries before giving up
 MAX_BACKOFF = 2.0
 # MySQL errors: lock wait timeout; algorithm or lock not supported.
@@ -45,6 +46,34 @@ def is_lock_timeout(error: sa.exc.DBAPIError) -> bool:
         return True
     args = getattr(orig, "args", ())
     return bool(args) and args[0] == MYSQL_LOCK_TIMEOUT
+
+
+def check_lock_timeout(seconds: float) -> float:
+    """``seconds`` if it is a lock timeout every backend can honour, else
+    ValueError: more than 0 (PostgreSQL reads 0 as "wait forever", MariaDB
+    as "do not wait") and at most MAX_LOCK_TIMEOUT."""
+    if not 0 < seconds <= MAX_LOCK_TIMEOUT:  # NaN fails too
+        raise ValueError(
+            f"must be more than 0 and at most {MAX_LOCK_TIMEOUT:g} seconds, "
+            f"not {seconds:g}"
+        )
+    return seconds
+
+
+def lock_timeout_statement(dialect: str, seconds: float) -> str | None:
+    """The SET that makes one attempt wait at most ``seconds`` for its lock.
+
+    One meaning on every backend - at most ``seconds`` - in each one's unit:
+    PostgreSQL's milliseconds, at least 1 (0 would mean forever);
+    MySQL/MariaDB's whole seconds, rounded down, so under one second it does
+    not wait at all (NOWAIT) and the retries do the waiting.
+    """
+    check_lock_timeout(seconds)
+    if dialect == "postgresql":
+        return f"SET LOCAL lock_timeout = '{max(1, math.floor(seconds * 1000))}ms'"
+    if dialect == "mysql":
+        return f"SET SESSION lock_wait_timeout = {math.floor(seconds)}"
+    return None
 
 
 def run_ddl(
@@ -103,17 +132,14 @@ def _attempt(
     conn: sa.Connection, statements: Sequence[str], lock_timeout: float
 ) -> None:
     dialect = conn.dialect.name
+    bound = lock_timeout_statement(dialect, lock_timeout)
     if dialect == "postgresql":
         with conn.begin_nested():
-            conn.exec_driver_sql(
-                f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"
-            )
+            conn.exec_driver_sql(bound)
             for statement in statements:
                 conn.exec_driver_sql(statement)
     elif dialect == "mysql":
-        conn.exec_driver_sql(
-            f"SET SESSION lock_wait_timeout = {math.floor(lock_timeout)}"
-        )
+        conn.exec_driver_sql(bound)
         try:
             for statement in statements:
                 conn.exec_driver_sql(statement)

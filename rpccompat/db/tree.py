@@ -308,6 +308,20 @@ def available() -> Iterator[str]:
     return (ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
+@functools.cache
+def installed_version_tables() -> dict[str, str]:
+    """``{version table: tree name}`` of every installed tree that loads: how
+    a database's version table is named back to the tree that wrote it."""
+    tables = {}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            tree = entry_point.load()
+        except (ImportError, AttributeError):
+            continue  # a broken plugin is load()'s to report, when named
+        tables[tree.version_table] = entry_point.name
+    return tables
+
+
 FRAMEWORK = MigrationTree(
     "rpccompat",
     Path(__file__).parent / "versions",

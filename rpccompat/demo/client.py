@@ -19,7 +19,7 @@ import oslo_messaging as messaging
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.demo.node import RELEASES, load_conf
+from rpccompat.demo.node import RELEASES, load_conf, require_database
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import RPCClient, make_transport
@@ -46,13 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             action="store_true",
             help="through the database, without RPC (the API may be down)",
         )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.conf = load_conf(args.config_file)
+    args.db_url = require_database(parser, args.conf)
+    return args
 
 
 def call(args: argparse.Namespace, method: str, **kwargs: Any) -> Any:
-    conf = load_conf(args.config_file)
+    conf = args.conf
     code = RELEASES[args.release]
-    engine = dbengine.create_engine(conf.database.connection)
+    engine = dbengine.create_engine(args.db_url)
     try:
         if getattr(args, "direct", False):
             return getattr(code.VolumeManager(engine), method)({}, **kwargs)

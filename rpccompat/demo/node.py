@@ -30,7 +30,7 @@ from rpccompat import engine as dbengine
 from rpccompat import opts
 from rpccompat.demo import alpha, beta
 from rpccompat.demo.load import Load
-from rpccompat.exceptions import SchemaRefused
+from rpccompat.exceptions import ConfigurationError, SchemaRefused
 from rpccompat.scrub import one_line_usage_errors, passwords, scrub_process_output
 from rpccompat.service import Service, StopSignal, exit_abandoned
 
@@ -187,7 +187,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         for f in dataclasses.fields(Settings)
         if getattr(args, f.name) is not None
     }
-    return args, dataclasses.replace(settings_from(conf), **overrides)
+    settings = dataclasses.replace(settings_from(conf), **overrides)
+    if not settings.db_url:
+        require_database(parser, conf)  # exits: neither --db-url nor a config
+    return args, settings
+
+
+def require_database(parser: argparse.ArgumentParser, conf: cfg.ConfigOpts) -> str:
+    """``[database] connection``, or exit 2 with one line: there is no default."""
+    try:
+        return opts.database_connection(conf)
+    except ConfigurationError as e:
+        parser.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:

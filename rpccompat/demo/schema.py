@@ -25,7 +25,7 @@ from rpccompat.db import (
     MigrationTree,
 )
 from rpccompat.demo import beta
-from rpccompat.demo.node import load_conf
+from rpccompat.demo.node import load_conf, require_database
 
 DATA_MIGRATIONS = DataMigrations()
 DATA_MIGRATIONS.add("beta", Backfill(beta.NAME_SYNC))
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--config-file", action="append", default=[])
     conf = load_conf(parser.parse_args(argv).config_file)
-    engine = dbengine.create_engine(conf.database.connection)
+    engine = dbengine.create_engine(require_database(parser, conf))
     try:
         install_alpha(engine, conf.service_down_time)
     finally:

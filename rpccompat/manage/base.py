@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import oslo_messaging as messaging
 import sqlalchemy as sa
 from oslo_config import cfg
 from sqlalchemy import exc as sa_exc
@@ -20,7 +21,12 @@ from rpccompat import engine as dbengine
 from rpccompat import opts, pins, rpc
 from rpccompat.db import Database, MigrationTree
 from rpccompat.db import tree as treelib
-from rpccompat.exceptions import MigrationError, RPCCompatError
+from rpccompat.exceptions import (
+    ConfigurationError,
+    MigrationError,
+    RPCCompatError,
+    first_line,
+)
 from rpccompat.history import History
 from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
 from rpccompat.scrub import scrub
@@ -131,7 +137,10 @@ class Context:
 
     @functools.cached_property
     def engine(self) -> sa.Engine:
-        url = self.conf.database.connection
+        try:
+            url = opts.database_connection(self.conf)
+        except ConfigurationError as e:
+            raise CommandError(f"{e} (or pass --db-url URL)", BAD_INPUT) from e
         try:
             return dbengine.create_engine(url)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as e:
@@ -172,21 +181,37 @@ class Context:
             down_time=self.conf.service_down_time,
         )
 
+    @functools.cached_property
+    def transport(self) -> messaging.Transport | None:
+        """The broker that changes are announced on (None: no history to
+        announce with, or no transport URL given).  A command that changes a
+        row builds it first, so a URL that cannot work changes nothing."""
+        if self.history is None or not opts.transport_configured(self.conf):
+            return None
+        try:
+            return rpc.make_transport(self.conf)
+        except (messaging.InvalidTransportURL, messaging.DriverLoadFailure) as e:
+            raise CommandError(
+                f"cannot use transport URL {dbengine.safe_url(self.conf.transport_url)}"
+                f": {first_line(e)}; give an oslo.messaging URL such as "
+                "rabbit://user:password@host:5672/ in [DEFAULT] transport_url or "
+                "--transport-url",
+                BAD_INPUT,
+            ) from e
+
     def announce(self, event: str, binary: str, host: str) -> str:
         """Tell running processes to refresh their pins; say how they will."""
         later = (
             f"running processes see it within pin_refresh_interval "
             f"({self.conf.pin_refresh_interval:g} s)"
         )
-        if self.history is None or not opts.transport_configured(self.conf):
+        if self.transport is None:
             return later
-        transport = rpc.make_transport(self.conf)
-        try:
-            sent = pins.announce(transport, self.history, event, binary, host)
-        finally:
-            transport.cleanup()
+        sent = pins.announce(self.transport, self.history, event, binary, host)
         return f"announced on the control fanout; {later}" if sent else later
 
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if self.__dict__.get("transport") is not None:
+            self.transport.cleanup()

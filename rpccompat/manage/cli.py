@@ -110,7 +110,9 @@ class Manage:
                 )
         except SystemExit as e:  # argparse's error is on stderr, scrubbed
             return BAD_INPUT if e.code == 2 else int(e.code or 0)
-        except cfg.Error as e:
+        except (cfg.Error, OSError, UnicodeDecodeError) as e:
+            # OSError: a directory or an unreadable file; UnicodeDecodeError:
+            # a binary one.  oslo.config raises both as they come.
             return _fail(
                 f"{self.prog}: bad configuration: {e}; check the --config-file "
                 "paths and what they hold",

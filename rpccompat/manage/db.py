@@ -23,6 +23,7 @@ from typing import Any
 import prettytable
 
 from rpccompat.db import Check, Status, Throttle, data, lint
+from rpccompat.db.ddl import LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, check_lock_timeout
 from rpccompat.db.sync import DIALECTS
 from rpccompat.db.tree import FRAMEWORK
 from rpccompat.exceptions import ContractRefused
@@ -43,8 +44,9 @@ ddl_flags = combine(
     args(
         "--lock-timeout",
         type=float,
-        help="seconds each DDL statement waits for its lock before retrying "
-        "(default 0.1)",
+        help="the longest each DDL statement waits for its lock before it "
+        f"gives way and retries: seconds, more than 0, at most {MAX_LOCK_TIMEOUT:g} "
+        f"(default {LOCK_TIMEOUT:g}); MySQL/MariaDB wait the whole seconds in it",
     ),
     args(
         "--retry-budget",
@@ -64,6 +66,11 @@ throttle_flags = combine(
 
 
 def _ddl_settings(lock_timeout: float | None, retry_budget: float | None) -> dict:
+    if lock_timeout is not None:
+        try:
+            check_lock_timeout(lock_timeout)
+        except ValueError as e:
+            raise CommandError(f"--lock-timeout {e}", BAD_INPUT) from e
     given = {"lock_timeout": lock_timeout, "retry_budget": retry_budget}
     return {name: value for name, value in given.items() if value is not None}
 

@@ -82,7 +82,7 @@ class Survey:
     prog: str
 
     def warnings(self) -> list[str]:
-        return [
+        return self.too_old() + [
             f"{v.service.name} holds the {', '.join(v.holds)} pin "
             f"({v.service.release}) but is down: no heartbeat for "
             f"{v.silent_for:.0f} s; it counts until service_down_time "
@@ -92,6 +92,15 @@ class Survey:
             f"{v.service.binary} {v.service.host}"
             for v in self.services
             if v.holds and not v.up
+        ]
+
+    def too_old(self) -> list[str]:
+        """The services no pin can reach, each with the commands that clear it."""
+        return [
+            f"{line}, or if it is gone: {self.prog} service remove "
+            f"{service.binary} {service.host}"
+            for pin in self.pins.values()
+            for service, line in zip(pin.too_old, pin.left_out(), strict=True)
         ]
 
 
@@ -188,6 +197,7 @@ class ServiceCommands:
     def remove(self, binary: str, host: str) -> int:
         """Delete the row of a node that is gone for good: it stops counting
         for pins and for the contract gate."""
+        self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.remove(binary, host)
         self._done(f"removed {service.name} ({service.release})", "removed", service)
         return OK
@@ -216,6 +226,7 @@ class ServiceCommands:
         """Declare a node down now, without waiting for service_down_time:
         it stops counting for pins at once (it still blocks contract until
         removed)."""
+        self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.set_forced_down(binary, host, not unset)
         what = "no longer forced down" if unset else "forced down"
         self._done(f"{service.name} {what}", "forced-down", service)

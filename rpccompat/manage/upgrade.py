@@ -142,6 +142,7 @@ class Checks(upgradecheck.UpgradeCommands):
             self.status  # noqa: B018 - raises if the database is ahead of the code
         except MigrationError as e:
             problems.append(str(e))
+        problems += self.survey.too_old()
         if problems:
             return Result(Code.FAILURE, "; ".join(problems))
         history = self.context.history

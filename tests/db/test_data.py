@@ -273,6 +273,30 @@ def test_with_max_count_a_failure_next_to_progress_means_more_to_do(disks):
     assert exit_code(results, limited=True) == MORE_TO_DO
 
 
+def test_a_pass_ending_after_another_runner_completed_it_keeps_it_complete(
+    disks,
+):
+    """Two ``online_data_migrations --max-count`` loops at once: the one whose
+    pass ends last must not undo the other's "complete", or contract is
+    refused with no row left to convert."""
+
+    def outrun(context: data.DataContext, max_count: int) -> tuple[int, int]:
+        # Meanwhile another runner takes the migration to its end.
+        other = data.run(disks, "t", [DataMigration("one", "backfill_disks", backfill)])
+        assert other[0].complete
+        return max_count, 0  # this pass looked at its rows, and its budget ran out
+
+    backfill = Backfill(SIZES)
+    ours = data.run(
+        disks, "t", [DataMigration("one", "backfill_disks", outrun)], max_count=5
+    )
+
+    assert not ours[0].complete
+    with disks.connect() as conn:
+        assert data.completed(conn, "t") == {"backfill_disks"}
+    assert sizes(disks) == {i: (i, i * 1024) for i in range(1, 21)}
+
+
 # -- throttle -------------------------------------------------------------------
 
 

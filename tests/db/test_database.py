@@ -19,7 +19,7 @@ from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
 from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
 from rpccompat.demo import alpha, beta, schema
-from rpccompat.exceptions import ContractRefused
+from rpccompat.exceptions import ContractRefused, MigrationError
 from rpccompat.registry import Base, ServiceRegistry
 from tests.db import insert_alpha_volumes
 
@@ -100,6 +100,40 @@ def test_versions_are_composite_and_phases_follow_the_steps(engine):
     assert database.status().phase == "M"
     database.migrate()
     assert database.status().phase == "C"
+
+
+def test_revisions_of_a_tree_that_is_not_named_are_an_error_for_status_and_steps(
+    engine,
+):
+    """A database half way through an upgrade of ``volumes``, seen without
+    that tree: not "up to date", and contract does not say it contracted."""
+    schema.install_alpha(engine).expand()
+    with engine.begin() as conn:  # a tree nothing installed knows
+        conn.exec_driver_sql("CREATE TABLE other_alembic_version (version_num TEXT)")
+        conn.exec_driver_sql("INSERT INTO other_alembic_version VALUES ('x1')")
+        conn.exec_driver_sql("CREATE TABLE empty_alembic_version (version_num TEXT)")
+    framework_only = Database(engine)
+    steps = {
+        "status": framework_only.status,
+        "expand": framework_only.expand,
+        "migrate": framework_only.migrate,
+        "contract": framework_only.contract,
+        "sync": framework_only.sync,
+    }
+    for name, step in steps.items():
+        with pytest.raises(MigrationError) as raised:
+            step()
+        message = str(raised.value)
+        assert "\n" not in message, name
+        assert "'volumes' (table volumes_alembic_version)" in message, name
+        assert "'other_alembic_version' (table other_alembic_version)" in message
+        assert "empty_alembic_version" not in message  # no revision in it
+        assert "[database] migration_trees" in message, name
+    with engine.connect() as conn:  # nothing contracted
+        assert schema.TREE.current(conn) == {
+            "expand": "beta_expand",
+            "contract": "alpha_contract",
+        }
 
 
 def test_online_data_migrations_of_every_release_count(engine):

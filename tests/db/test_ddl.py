@@ -9,6 +9,8 @@ retries, so queries wait at most one attempt.
 
 from __future__ import annotations
 
+import math
+import random
 import re
 import threading
 import time
@@ -18,13 +20,18 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.db.ddl import is_lock_timeout, run_ddl
+from rpccompat.db.ddl import (
+    MAX_LOCK_TIMEOUT,
+    is_lock_timeout,
+    lock_timeout_statement,
+    run_ddl,
+)
 from rpccompat.exceptions import LockNotGranted
 
 HOLD = 2.0  # seconds the holder keeps its lock once the DDL is under way
-# Per attempt: PostgreSQL takes milliseconds; MariaDB whole seconds, and 0 does
-# not wait at all.
-SHORT_TIMEOUT = {"postgresql": 0.2, "mysql": 0}
+# Per attempt: PostgreSQL takes milliseconds; MariaDB whole seconds, so under
+# one second it does not wait at all.
+SHORT_TIMEOUT = {"postgresql": 0.2, "mysql": 0.5}
 # Longer than HOLD: the DDL waits the holder out, as a plain ALTER would.
 LONG_TIMEOUT = 30
 
@@ -219,3 +226,63 @@ def test_ddl_error_other_than_a_lock_timeout_is_raised_at_once(engine):
             run_ddl(conn, ["ALTER TABLE no_such_table ADD COLUMN w INT"], budget=30)
     assert not is_lock_timeout(raised.value)
     assert time.monotonic() - started < 5  # not retried for its 30 s budget
+
+
+# -- one meaning for the lock timeout -------------------------------------------
+
+
+def test_each_backend_waits_at_most_the_lock_timeout_and_never_forever():
+    """Seeded: for any timeout in (0, MAX], PostgreSQL gets at least 1 ms (its
+    0 is forever) and at most the timeout; MariaDB the whole seconds within
+    it (its 0 is NOWAIT, the retries wait)."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    tiny = [1e-9, 0.0004, 0.001, 0.999, 1.0, 1.5, MAX_LOCK_TIMEOUT]
+    for seconds in tiny + [rng.uniform(0, MAX_LOCK_TIMEOUT) for _ in range(500)]:
+        if seconds == 0:
+            continue
+        pg = lock_timeout_statement("postgresql", seconds)
+        ms = int(re.fullmatch(r"SET LOCAL lock_timeout = '(\d+)ms'", pg).group(1))
+        assert 1 <= ms <= max(1, seconds * 1000), (seed, seconds, pg)
+        my = lock_timeout_statement("mysql", seconds)
+        whole = int(re.fullmatch(r"SET SESSION lock_wait_timeout = (\d+)", my)[1])
+        assert whole <= seconds < whole + 1, (seed, seconds, my)
+        assert lock_timeout_statement("sqlite", seconds) is None
+
+
+@pytest.mark.parametrize("seconds", [0, -1, MAX_LOCK_TIMEOUT + 1, math.nan, math.inf])
+def test_a_lock_timeout_no_backend_reads_alike_is_refused(engine, seconds):
+    with engine.connect() as conn, pytest.raises(ValueError) as raised:
+        run_ddl(conn, [add_column(engine)], lock_timeout=seconds, budget=1)
+    assert "must be more than 0 and at most 3600 seconds" in str(raised.value)
+    assert "w" not in columns(engine)
+
+
+def test_a_sub_millisecond_lock_timeout_does_not_wait_forever_on_postgresql(
+    postgresql_url,
+):
+    """It was sent as '0ms', which PostgreSQL reads as no timeout at all."""
+    engine = dbengine.create_engine(postgresql_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(50))")
+    outcome: dict = {}
+
+    def ddl() -> None:
+        with engine.connect() as conn:
+            try:
+                run_ddl(conn, [add_column(engine)], lock_timeout=0.0004, budget=0.5)
+            except BaseException as e:
+                outcome["error"] = e
+
+    holder = hold_table(engine)
+    thread = threading.Thread(target=ddl, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=30)  # only to detect the hang
+        hung = thread.is_alive()
+    finally:
+        holder.close()
+        thread.join(timeout=30)
+        engine.dispose()
+    assert not hung, "the ALTER waited for its lock with no timeout"
+    assert isinstance(outcome.get("error"), LockNotGranted)

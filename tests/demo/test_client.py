@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import mixed_period_database, write_config
 
 
@@ -42,3 +44,25 @@ def test_a_volume_outlives_its_client_over_rpc_and_direct(
     finally:
         node.terminate()
         node.wait(timeout=60)
+
+
+@pytest.mark.parametrize(
+    "module", ["rpccompat.demo.node", "rpccompat.demo.client", "rpccompat.demo.schema"]
+)
+def test_without_a_database_the_tools_exit_2_with_one_line(module, tmp_path):
+    """No implicit ./rpccompat.sqlite for the node, the client or the schema."""
+    config = write_config(tmp_path / "v.conf", "sqlite://")
+    config.write_text(config.read_text().replace("connection = sqlite://\n", ""))
+    argv = {
+        "rpccompat.demo.node": ["--release", "beta", "--binary", "volume"],
+        "rpccompat.demo.client": ["show", "vol-1"],
+        "rpccompat.demo.schema": [],
+    }[module]
+    run = subprocess.run(
+        [sys.executable, "-m", module, "--config-file", str(config), *argv],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "no database configured" in run.stderr.splitlines()[-1]
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.conf"]

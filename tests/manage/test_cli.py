@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +15,12 @@ from tests.conftest import write_config
 from tests.manage.conftest import Operator, report
 
 
-def manage(*argv: str) -> subprocess.CompletedProcess[str]:
+def manage(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The real command, in its own process: what a terminal shows."""
     return subprocess.run(
         [sys.executable, "-c", "import sys; from rpccompat.manage import main; "
          "sys.exit(main())", *argv],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=cwd,
     )  # fmt: skip
 
 
@@ -62,6 +63,43 @@ def test_a_missing_config_file_or_tree_is_bad_input(tmp_path):
     assert "no migration tree named 'nosuch'" in error_line(unknown.stderr)
 
 
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_a_config_file_that_is_no_text_file_is_bad_input(kind, tmp_path):
+    path = tmp_path / "c.conf"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(bytes(range(256)) * 4)
+    run = manage("--config-file", str(path), "db", "check", cwd=tmp_path)
+    assert run.returncode == BAD_INPUT
+    line = error_line(run.stderr)
+    assert line.startswith("rpccompat-manage: bad configuration: ")
+    assert line.endswith("check the --config-file paths and what they hold")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "sync"], ["db", "check"], ["service", "list"], ["upgrade", "check"]],
+)
+def test_without_a_configured_database_a_command_is_bad_input_and_touches_nothing(
+    argv, tmp_path
+):
+    """No implicit ./rpccompat.sqlite: ``db sync`` then ``db check`` used to
+    report an up-to-date database that was not the operator's."""
+    run = manage(*argv, cwd=tmp_path)
+    assert run.returncode == BAD_INPUT
+    line = error_line(run.stderr)
+    assert "no database configured: [database] connection is not set" in line
+    assert "--config-file" in line and "--db-url" in line
+    assert list(tmp_path.iterdir()) == []  # no database file made here
+
+
+def test_lint_needs_no_database(tmp_path):
+    run = manage("db", "lint", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1].startswith("0 error(s)")
+
+
 SECRET = "s3cr3t-7f3a9c"  # fixed: xdist workers must collect the same ids
 
 
@@ -100,6 +138,32 @@ def test_an_unreachable_broker_does_not_undo_the_change_nor_show_its_password(
     assert run.returncode == 0, run.stderr
     assert "volume@node-1 forced down; running processes see it within" in run.stdout
     assert SECRET not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("argv", [["remove"], ["force-down"]])
+def test_a_transport_url_that_cannot_work_is_bad_input_and_changes_nothing(
+    argv, sqlite_url, tmp_path, capsys
+):
+    """The row used to be removed and then the command exited 1 "report it"."""
+    config = write_config(tmp_path / "c.conf", sqlite_url)
+    operator = Operator(config, capsys)
+    assert operator("db", "sync").code == 0
+    from rpccompat import engine as dbengine
+
+    engine = dbengine.create_engine(sqlite_url)
+    report(engine, "node-1", "beta")
+    engine.dispose()
+    run = operator(
+        "--transport-url", f"foo://guest:{SECRET}@127.0.0.1/", "service", *argv,
+        "volume", "node-1",
+    )  # fmt: skip
+    assert run.code == BAD_INPUT, run.err
+    line = run.err.splitlines()[-1]
+    assert line.startswith("rpccompat-manage: cannot use transport URL "), line
+    assert "--transport-url" in line and "report it" not in line
+    assert SECRET not in run.out + run.err
+    (service,) = operator("service", "list", "--json").json()["services"]
+    assert (service["host"], service["forced_down"]) == ("node-1", False)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from rpccompat.db import Check
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
 from tests.db import insert_alpha_volumes
 from tests.db.test_lint import make_tree
-from tests.manage.conftest import report
+from tests.manage.conftest import Operator, report
 
 
 def versions(operator) -> dict[str, tuple[str, str]]:
@@ -134,3 +134,51 @@ def test_an_empty_database_is_told_to_sync(db_url, operator):
     assert run.code == Check.EXPAND_NEEDED
     assert run.out.startswith("empty database: rpccompat-manage db sync installs it")
     assert operator("upgrade", "check").code == 255  # no services table to read
+
+
+def test_a_config_without_the_projects_tree_is_an_error_not_up_to_date(
+    engine, operator, tmp_path, capsys
+):
+    """Half way through an upgrade of ``volumes``, with a config that names no
+    tree: each command says which tree and which option, and changes nothing."""
+    assert operator("db", "expand").code == 0
+    config = tmp_path / "no-trees.conf"
+    config.write_text(operator.config.read_text().replace("migration_trees", "#"))
+    partial = Operator(config, capsys)
+    for argv, code in [
+        (["db", "check"], ERROR),
+        (["db", "version"], ERROR),
+        (["db", "contract"], ERROR),
+        (["db", "expand"], ERROR),
+        (["db", "migrate"], 2),
+        (["db", "online_data_migrations", "--max-count", "5"], 2),
+        (["db", "sync"], ERROR),
+    ]:
+        run = partial(*argv)
+        assert run.code == code, (argv, run.out, run.err)
+        assert run.err.count("\n") == 1, run.err
+        assert "migration tree(s) 'volumes' (table volumes_alembic_version)" in run.err
+        assert "[database] migration_trees" in run.err
+        assert "contracted" not in run.out and "up to date" not in run.out
+    checked = partial("upgrade", "check", "--json")
+    assert checked.code == 2
+    details = {c["check"]: c["details"] for c in checked.json()["checks"]}
+    assert "'volumes' (table volumes_alembic_version)" in details["Contract readiness"]
+    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "3601"])
+def test_a_lock_timeout_out_of_range_is_bad_input_before_any_change(
+    db_url, operator, value
+):
+    """0 meant "wait forever" on PostgreSQL and "do not wait" on MariaDB."""
+    for command in ("expand", "contract", "sync"):
+        run = operator("db", command, "--lock-timeout", value)
+        assert run.code == BAD_INPUT, (command, run.err)
+        assert run.err == (
+            "rpccompat-manage: --lock-timeout must be more than 0 and at most "
+            f"3600 seconds, not {float(value):g}\n"
+        )
+    assert versions(operator)["volumes"] == (None, None)
+    assert operator("db", "expand", "--lock-timeout", "0.25").code == 0

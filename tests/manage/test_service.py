@@ -73,6 +73,34 @@ def test_a_down_row_that_holds_a_pin_is_shown_with_the_way_out(engine, operator)
     assert len(listed["warnings"]) == 1
 
 
+def test_a_row_older_than_every_release_is_a_warning_and_an_upgrade_blocker(
+    engine, operator
+):
+    report(engine, "node-1", "beta")
+    ServiceRegistry(engine).report(
+        host="ancient", binary="volume", release="zeta", rpc_version="0.9",
+        objects_version="0.9",
+    )  # fmt: skip
+    run = operator("service", "list")
+    assert run.code == 0, run.err
+    way_out = (
+        "volume@ancient (zeta) speaks rpc 0.9, objects 0.9, older than every "
+        "release of the history: it is left out of the volume pin and calls to "
+        "it fail; upgrade it, or if it is gone: rpccompat-manage service remove "
+        "volume ancient"
+    )
+    assert f"warning: {way_out}" in run.out.splitlines()
+    assert "  volume: rpc 1.1, objects 1.1 (beta), held by nobody" in run.out
+    assert operator("service", "list", "--json").json()["warnings"] == [way_out]
+
+    checked = operator("upgrade", "check", "--json")
+    assert checked.code == 2, checked.err
+    consistency = {c["check"]: c for c in checked.json()["checks"]}[
+        "History consistency"
+    ]
+    assert consistency["result"] == 2 and way_out in consistency["details"]
+
+
 def test_a_row_past_service_down_time_holds_nothing(engine, operator):
     report(engine, "node-1", "beta")
     report(engine, "node-2", "alpha", silent_for=SERVICE_DOWN_TIME * 2)
