@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,14 +139,20 @@ class ColumnSync:
 
     # -- triggers -----------------------------------------------------------
 
-    def create_triggers(self, dialect: str) -> list[str]:
-        """The DDL that installs this sync on ``dialect``."""
+    def create_triggers(
+        self, dialect: str, names: Collection[str] | None = None
+    ) -> list[str]:
+        """The DDL that installs this sync on ``dialect``: only the triggers
+        in ``names`` (of ``trigger_names``; None: all), so an install that
+        was interrupted can be completed without a moment with none."""
         render = _Renderer(dialect_named(dialect))
-        return {
+        triggers = {
             "postgresql": self._postgresql,
             "mysql": self._mysql,
             "sqlite": self._sqlite,
         }[dialect](render)
+        wanted = triggers.keys() if names is None else names
+        return [statement for name in wanted for statement in triggers[name]]
 
     def drop_triggers(self, dialect: str) -> list[str]:
         q = dialect_named(dialect).identifier_preparer.quote
@@ -155,9 +161,9 @@ class ColumnSync:
                 f"DROP TRIGGER IF EXISTS {q(self.name)} ON {q(self.table)}",
                 f"DROP FUNCTION IF EXISTS {q(self.name)}()",
             ]
-        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in self._trigger_names(dialect)]
+        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in self.trigger_names(dialect)]
 
-    def _trigger_names(self, dialect: str) -> list[str]:
+    def trigger_names(self, dialect: str) -> list[str]:
         if dialect == "postgresql":
             return [self.name]
         if dialect == "mysql":
@@ -166,7 +172,7 @@ class ColumnSync:
             f"{self.name}_{n}" for n in ("ins_new", "ins_old", "upd_new", "upd_old")
         ]
 
-    def _postgresql(self, r: _Renderer) -> list[str]:
+    def _postgresql(self, r: _Renderer) -> dict[str, list[str]]:
         body = f"""
 BEGIN
   IF TG_OP = 'INSERT' THEN
@@ -185,34 +191,41 @@ BEGIN
   RETURN NEW;
 END"""
         name, table = r.q(self.name), r.q(self.table)
-        return [
-            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
-            f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-        ]
+        return {
+            self.name: [
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
+                f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+            ]
+        }
 
-    def _mysql(self, r: _Renderer) -> list[str]:
-        insert, update = (r.q(n) for n in self._trigger_names("mysql"))
+    def _mysql(self, r: _Renderer) -> dict[str, list[str]]:
+        insert_name, update_name = self.trigger_names("mysql")
+        insert, update = r.q(insert_name), r.q(update_name)
         table = r.q(self.table)
         set_new = "SET " + r.assign("NEW.", self.new_values, "=", ", ")
         set_old = "SET " + r.assign("NEW.", self.old_values, "=", ", ")
-        return [
-            f"CREATE TRIGGER {insert} BEFORE INSERT ON {table} FOR EACH ROW BEGIN\n"
-            f"  IF {r.all_null('NEW', self.new)} AND NOT "
-            f"{r.all_null('NEW', self.old)} THEN {set_new};\n"
-            f"  ELSEIF {r.all_null('NEW', self.old)} AND NOT "
-            f"{r.all_null('NEW', self.new)} THEN {set_old};\n"
-            "  END IF;\nEND",
-            f"CREATE TRIGGER {update} BEFORE UPDATE ON {table} FOR EACH ROW BEGIN\n"
-            f"  IF {r.changed(self.old)} AND NOT {r.changed(self.new)} "
-            f"THEN {set_new};\n"
-            f"  ELSEIF {r.changed(self.new)} AND NOT {r.changed(self.old)} "
-            f"THEN {set_old};\n"
-            "  END IF;\nEND",
-        ]
+        return {
+            insert_name: [
+                f"CREATE TRIGGER {insert} BEFORE INSERT ON {table} FOR EACH ROW "
+                f"BEGIN\n  IF {r.all_null('NEW', self.new)} AND NOT "
+                f"{r.all_null('NEW', self.old)} THEN {set_new};\n"
+                f"  ELSEIF {r.all_null('NEW', self.old)} AND NOT "
+                f"{r.all_null('NEW', self.new)} THEN {set_old};\n"
+                "  END IF;\nEND"
+            ],
+            update_name: [
+                f"CREATE TRIGGER {update} BEFORE UPDATE ON {table} FOR EACH ROW "
+                f"BEGIN\n  IF {r.changed(self.old)} AND NOT {r.changed(self.new)} "
+                f"THEN {set_new};\n"
+                f"  ELSEIF {r.changed(self.new)} AND NOT {r.changed(self.old)} "
+                f"THEN {set_old};\n"
+                "  END IF;\nEND"
+            ],
+        }
 
-    def _sqlite(self, r: _Renderer) -> list[str]:
+    def _sqlite(self, r: _Renderer) -> dict[str, list[str]]:
         # SQLite cannot assign NEW in a trigger: AFTER triggers update the
         # row again.  recursive_triggers is off by default, so that second
         # UPDATE fires nothing; were it on, it would find nothing changed.
@@ -226,14 +239,15 @@ END"""
             "upd_new": ("UPDATE", r.changed(self.old), self.new, set_new),
             "upd_old": ("UPDATE", r.changed(self.new), self.old, set_old),
         }
-        statements = []
+        statements = {}
         for name, (event, condition, other, action) in when.items():
             unless = r.all_null("NEW", other) if event == "INSERT" else r.changed(other)
-            statements.append(
-                f"CREATE TRIGGER {r.q(f'{self.name}_{name}')} AFTER {event} ON "
+            trigger = f"{self.name}_{name}"
+            statements[trigger] = [
+                f"CREATE TRIGGER {r.q(trigger)} AFTER {event} ON "
                 f"{table} FOR EACH ROW WHEN {condition} AND NOT {unless}\n"
                 f"BEGIN {action} {where}; END"
-            )
+            ]
         return statements
 
 
@@ -285,3 +299,21 @@ class _AnyColumn:
 
     def __getitem__(self, name: str) -> ColumnElement[Any]:
         return getattr(self, name)
+
+
+TRIGGERS_ON = {
+    "postgresql": "SELECT t.tgname FROM pg_trigger t "
+    "JOIN pg_class c ON c.oid = t.tgrelid "
+    "WHERE c.relname = :table AND pg_table_is_visible(c.oid) AND NOT t.tgisinternal",
+    "mysql": "SELECT trigger_name FROM information_schema.triggers "
+    "WHERE event_object_schema = DATABASE() AND event_object_table = :table",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+    "AND tbl_name = :table",
+}
+
+
+def installed_triggers(conn: sa.Connection, table: str) -> set[str]:
+    """The names of the triggers on ``table``, from the backend's catalog
+    (SQLAlchemy's inspector does not list triggers)."""
+    query = sa.text(TRIGGERS_ON[conn.dialect.name])
+    return set(conn.execute(query, {"table": table}).scalars())
