@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +47,48 @@ def parse_url(url: str | URL) -> URL:
             "the password holds an unencoded '@': write it as %40"
         )
     return url
+
+
+def cancel_on_interrupt() -> None:
+    """Let Ctrl-C stop a statement PostgreSQL is running, for a command-line tool.
+
+    psycopg2 waits for a result inside libpq, where Python's SIGINT handler
+    cannot run: Ctrl-C would wait for the statement to end, and a concurrent
+    index build waiting for an old transaction may never end.  With a wait
+    callback psycopg2 waits in Python instead; there Ctrl-C cancels the
+    statement on the server and is raised once the server has stopped it.
+    The callback is process-wide, so it is for a tool's ``main``.
+    """
+    try:
+        from psycopg2 import extensions
+    except ImportError:  # no PostgreSQL driver, nothing to wait in
+        return
+    extensions.set_wait_callback(_wait_cancelling_on_interrupt)
+
+
+def _wait_cancelling_on_interrupt(conn: Any) -> None:
+    """psycopg2's ``extras.wait_select``, raising KeyboardInterrupt after the
+    cancel instead of the server's "canceling statement due to user request"."""
+    from psycopg2 import extensions
+
+    interrupted = None
+    while True:
+        try:
+            state = conn.poll()
+            if state == extensions.POLL_OK:
+                break
+            readable = [conn.fileno()] if state == extensions.POLL_READ else []
+            writable = [conn.fileno()] if state == extensions.POLL_WRITE else []
+            select.select(readable, writable, [])
+        except KeyboardInterrupt as e:
+            interrupted = e
+            conn.cancel()  # the server's error ends the loop
+        except extensions.QueryCanceledError:
+            if interrupted is None:
+                raise
+            break
+    if interrupted is not None:
+        raise interrupted
 
 
 def retry_on_disconnect(

@@ -20,12 +20,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.schema import CreateColumn
 
-from rpccompat.db.sync import ColumnSync
+from rpccompat.db import waiting
+from rpccompat.db.sync import ColumnSync, installed_triggers
 from rpccompat.exceptions import LockNotGranted, MigrationError
 
 LOG = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def _retried(
     conn: sa.Connection, statements: Sequence[str], lock_timeout: float, budget: float
 ) -> int:
     deadline = time.monotonic() + budget
+    next_progress = time.monotonic() + waiting.PROGRESS_EVERY
     delay, attempt = 0.05, 0
     while True:
         attempt += 1
@@ -124,6 +127,17 @@ def _retried(
                 delay,
                 statements[0][:80],
             )
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + waiting.PROGRESS_EVERY
+                LOG.warning(
+                    "%s: lock not granted in %d attempts over %.0fs of %gs; the "
+                    "oldest open transactions: %s",
+                    statements[0][:80],
+                    attempt,
+                    budget - (deadline - time.monotonic()),
+                    budget,
+                    waiting.oldest_transactions(conn),
+                )
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
@@ -169,6 +183,62 @@ def _settings() -> dict[str, float]:
     }
 
 
+# -- what is there already, on the migration's own connection ------------------
+
+
+def _inspector() -> sa.Inspector:
+    """A fresh inspector: it caches, and each operation changes the schema."""
+    return sa.inspect(op.get_bind())
+
+
+def _tables() -> set[str]:
+    return set(_inspector().get_table_names())
+
+
+def _columns(table: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in _inspector().get_columns(table)}
+
+
+def _indexes(table: str) -> dict[str, dict[str, Any]]:
+    """Indexes and unique constraints (some backends list a unique index as
+    one) by name."""
+    inspector = _inspector()
+    unique = [{**u, "unique": True} for u in inspector.get_unique_constraints(table)]
+    return {i["name"]: i for i in unique + inspector.get_indexes(table)}
+
+
+def _foreign_keys(table: str) -> set[str]:
+    return {fk["name"] for fk in _inspector().get_foreign_keys(table)}
+
+
+def _has_column(table: str, column: sa.Column) -> bool:
+    """Whether ``table`` has ``column`` already; raise if it has another column
+    of that name (another type or nullability)."""
+    if context.is_offline_mode():
+        return False
+    existing = _columns(table).get(column.name)
+    if existing is None:
+        return False
+    reflected = sa.Column(column.name, existing["type"])
+    migration = op.get_context()
+    if (
+        migration.impl.compare_type(reflected, column)
+        or existing["nullable"] != column.nullable
+    ):
+        declared = column.type.compile(dialect=migration.dialect)
+        raise MigrationError(
+            f"{table}.{column.name} exists as {existing['type']}"
+            f"{_null(existing['nullable'])} but this revision declares "
+            f"{declared}{_null(column.nullable)}: something other than this "
+            "revision made it; rename or drop it, then run again"
+        )
+    return True
+
+
+def _null(nullable: bool | None) -> str:
+    return " NULL" if nullable else " NOT NULL"
+
+
 def execute(*statements: str) -> None:
     """Run DDL statements under the lock timeout, retried as run_ddl says."""
     if context.is_offline_mode():
@@ -196,70 +266,145 @@ def _alter_online(statement: str) -> None:
         execute(f"{statement}, ALGORITHM=INPLACE, LOCK=NONE")
 
 
+def create_table(name: str, *elements: sa.SchemaItem) -> None:
+    """Create a table; one that exists already must have the declared columns.
+
+    An interrupted run may have created it (MySQL/MariaDB commit each
+    statement of a revision on its own): then each column is checked as
+    ``add_column`` checks it, and nothing is created.
+    """
+    if context.is_offline_mode() or name not in _tables():
+        op.create_table(name, *elements)
+        return
+    for column in elements:
+        if isinstance(column, sa.Column) and not _has_column(name, column):
+            raise MigrationError(
+                f"table {name} exists without column {column.name}: something "
+                "other than this revision made it; rename or drop it, then run "
+                "again"
+            )
+
+
 def add_column(table: str, column: sa.Column) -> None:
-    """Add a column; it must be nullable or have a constant default."""
+    """Add a column; it must be nullable or have a constant default.
+
+    Already there (an interrupted run added it): checked to be the declared
+    column, and not added again.
+    """
+    if _has_column(table, column):
+        return
     spec = CreateColumn(column).compile(dialect=op.get_context().dialect)
     _alter_online(f"ALTER TABLE {_q(table)} ADD COLUMN {spec}")
 
 
 def drop_column(table: str, column: str) -> None:
-    _alter_online(f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}")
+    if context.is_offline_mode() or column in _columns(table):
+        _alter_online(f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}")
 
 
 def create_index(
     name: str, table: str, columns: Sequence[str], *, unique: bool = False
 ) -> None:
+    """Create an index, or check the one an interrupted run built.
+
+    PostgreSQL: an index an interrupted ``CREATE INDEX CONCURRENTLY`` left
+    invalid is dropped and built again.
+    """
+    _drop_invalid_index(name)
+    existing = None if context.is_offline_mode() else _indexes(table).get(name)
+    if existing is not None:
+        _check_index(name, table, existing, columns, unique)
+        return
     kind = "UNIQUE INDEX" if unique else "INDEX"
     cols = ", ".join(_q(c) for c in columns)
     _index_ddl(
         table,
         mysql_clause=f"ADD {kind} {_q(name)} ({cols})",
-        postgresql=[
-            *_drop_invalid_index(name),
-            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
-            f"ON {_q(table)} ({cols})",
-        ],
+        postgresql=f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
+        f"ON {_q(table)} ({cols})",
         other=f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})",
     )
 
 
 def drop_index(name: str, table: str) -> None:
+    if not context.is_offline_mode() and name not in _indexes(table):
+        return
     _index_ddl(
         table,
         mysql_clause=f"DROP INDEX {_q(name)}",
-        postgresql=[f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}"],
+        postgresql=f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}",
         other=f"DROP INDEX IF EXISTS {_q(name)}",
     )
 
 
-def _index_ddl(
-    table: str, *, mysql_clause: str, postgresql: Sequence[str], other: str
-) -> None:
+def _index_ddl(table: str, *, mysql_clause: str, postgresql: str, other: str) -> None:
     """One index change: in place without locks on MySQL/MariaDB;
     CONCURRENTLY, outside the revision's transaction, on PostgreSQL."""
     dialect = _dialect()
     if dialect == "mysql":
         execute(f"ALTER TABLE {_q(table)} {mysql_clause}, ALGORITHM=INPLACE, LOCK=NONE")
     elif dialect == "postgresql":
-        with op.get_context().autocommit_block():
-            for statement in postgresql:
-                op.execute(statement)
+        _concurrently(postgresql)
     else:
         execute(other)
 
 
-def _drop_invalid_index(name: str) -> list[str]:
+def _concurrently(statement: str) -> None:
+    """A CONCURRENTLY statement, outside the revision's transaction.
+
+    It waits for every transaction older than itself, holding no lock that
+    writers need meanwhile, so instead of the short lock timeout it has the
+    whole retry budget of waiting, said while it lasts (waiting.Watch).
+    """
+    with op.get_context().autocommit_block():
+        if context.is_offline_mode():
+            op.execute(statement)
+            return
+        conn = op.get_bind()
+        budget = _settings()["budget"]
+        with waiting.Watch(conn, statement[:80], budget) as watch:
+            try:
+                conn.exec_driver_sql(statement)
+            except sa.exc.DBAPIError as e:
+                if not watch.gave_up:
+                    raise
+                raise LockNotGranted(
+                    f"{statement[:80]!r}: waited {budget:g}s for {watch.holders} "
+                    "to end; end them, or run the same command again later"
+                ) from e
+
+
+def _drop_invalid_index(name: str) -> None:
     """A CONCURRENTLY build that failed leaves an invalid index: drop it first."""
     if context.is_offline_mode() or _dialect() != "postgresql":
-        return []
+        return
     invalid = op.get_bind().execute(
         sa.text(
             "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = :name AND NOT i.indisvalid"
+            "WHERE c.relname = :name AND NOT i.indisvalid "
+            "AND pg_table_is_visible(c.oid)"
         ),
         {"name": name},
     )
-    return [f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}"] if invalid.first() else []
+    if invalid.first():
+        _concurrently(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
+
+
+def _check_index(
+    name: str,
+    table: str,
+    existing: dict[str, Any],
+    columns: Sequence[str],
+    unique: bool,
+) -> None:
+    if list(existing["column_names"]) != list(columns) or bool(
+        existing["unique"]
+    ) != bool(unique):
+        raise MigrationError(
+            f"index {name} on {table} exists on {existing['column_names']} "
+            f"(unique: {bool(existing['unique'])}), but this revision creates "
+            f"it on {list(columns)} (unique: {unique}); drop it, then run again"
+        )
 
 
 def add_foreign_key(
@@ -283,18 +428,23 @@ def add_foreign_key(
         f"({', '.join(map(q, referent_columns))})"
     )
     dialect = _dialect()
+    # One an interrupted run added is not added again, but still validated
+    # (PostgreSQL) or checked for orphans (MySQL/MariaDB).
+    missing = context.is_offline_mode() or name not in _foreign_keys(table)
     if dialect == "postgresql":
-        execute(f"{constraint} NOT VALID")
+        if missing:
+            execute(f"{constraint} NOT VALID")
         # In a transaction of its own: ADD CONSTRAINT's lock must be gone
         # before the scan, which itself lets writers through.
         with op.get_context().autocommit_block():
             op.execute(f"ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(name)}")
     elif dialect == "mysql":
-        op.execute("SET SESSION foreign_key_checks = 0")
-        try:
-            execute(f"{constraint}, ALGORITHM=INPLACE, LOCK=NONE")
-        finally:
-            op.execute("SET SESSION foreign_key_checks = 1")
+        if missing:
+            op.execute("SET SESSION foreign_key_checks = 0")
+            try:
+                execute(f"{constraint}, ALGORITHM=INPLACE, LOCK=NONE")
+            finally:
+                op.execute("SET SESSION foreign_key_checks = 1")
         _check_orphans(table, columns, referent, referent_columns)
     else:
         raise MigrationError(
@@ -333,7 +483,13 @@ def install_sync(sync: ColumnSync) -> None:
     """
     if context.config.attributes.get("sync_triggers", True) is False:
         return
-    execute(*sync.create_triggers(_dialect()))
+    dialect = _dialect()
+    names = sync.trigger_names(dialect)
+    if not context.is_offline_mode():  # those an interrupted run made stay
+        present = installed_triggers(op.get_bind(), sync.table)
+        names = [n for n in names if n not in present]
+    if names:
+        execute(*sync.create_triggers(dialect, names))
 
 
 def drop_sync(sync: ColumnSync) -> None:

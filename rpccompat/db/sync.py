@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -222,18 +222,24 @@ class ColumnSync:
 
     # -- triggers -----------------------------------------------------------
 
-    def create_triggers(self, dialect: str) -> list[str]:
-        """The DDL that installs this sync on ``dialect``."""
+    def create_triggers(
+        self, dialect: str, names: Collection[str] | None = None
+    ) -> list[str]:
+        """The DDL that installs this sync on ``dialect``: only the triggers
+        in ``names`` (of ``trigger_names``; None: all), so an install that
+        was interrupted can be completed without a moment with none."""
         render = _Renderer(dialect_named(dialect))
-        return {
+        triggers = {
             "postgresql": self._postgresql,
             "mysql": self._mysql,
             "sqlite": self._sqlite,
         }[dialect](render)
+        wanted = triggers.keys() if names is None else names
+        return [statement for name in wanted for statement in triggers[name]]
 
     def drop_triggers(self, dialect: str) -> list[str]:
         q = dialect_named(dialect).identifier_preparer.quote
-        names = self._trigger_names(dialect)
+        names = self.trigger_names(dialect)
         if dialect == "postgresql":
             (name,) = names
             return [
@@ -242,7 +248,7 @@ class ColumnSync:
             ]
         return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in names]
 
-    def _trigger_names(self, dialect: str) -> list[str]:
+    def trigger_names(self, dialect: str) -> list[str]:
         """The names of the triggers (on PostgreSQL, of the trigger and its
         function), each fitted to what ``dialect`` keeps."""
         if dialect == "postgresql":
@@ -257,7 +263,7 @@ class ColumnSync:
         """The message of a refused write: one line, within MySQL's 128."""
         return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
 
-    def _postgresql(self, r: _Renderer) -> list[str]:
+    def _postgresql(self, r: _Renderer) -> dict[str, list[str]]:
         refuse = (
             "RAISE EXCEPTION USING ERRCODE = 'check_violation', "
             f"MESSAGE = {r.text(self._refusal())}"
@@ -283,25 +289,27 @@ BEGIN
   END IF;
   RETURN NEW;
 END"""
-        (name,) = (r.q(n) for n in self._trigger_names("postgresql"))
-        table = r.q(self.table)
-        return [
-            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
-            f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-        ]
+        (name,) = self.trigger_names("postgresql")
+        quoted, table = r.q(name), r.q(self.table)
+        return {
+            name: [
+                f"CREATE OR REPLACE FUNCTION {quoted}() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
+                f"CREATE TRIGGER {quoted} BEFORE INSERT OR UPDATE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {quoted}()",
+            ]
+        }
 
-    def _mysql(self, r: _Renderer) -> list[str]:
+    def _mysql(self, r: _Renderer) -> dict[str, list[str]]:
         set_new = "SET " + r.assign("NEW.", self.new_values, "=", ", ")
         set_old = "SET " + r.assign("NEW.", self.old_values, "=", ", ")
         refuse = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {r.text(self._refusal())}"
-        statements = []
+        statements = {}
         for trigger, event in zip(
-            self._trigger_names("mysql"), ("INSERT", "UPDATE"), strict=True
+            self.trigger_names("mysql"), ("INSERT", "UPDATE"), strict=True
         ):
             old, new = r.written(event, self.old), r.written(event, self.new)
-            statements.append(
+            statements[trigger] = [
                 f"CREATE TRIGGER {r.q(trigger)} BEFORE {event} ON {r.q(self.table)} "
                 f"FOR EACH ROW BEGIN\n"
                 f"  IF NOT {r.agree(self)} THEN\n"
@@ -309,10 +317,10 @@ END"""
                 f"    ELSEIF {old} THEN {set_new};\n"
                 f"    ELSEIF {new} THEN {set_old};\n"
                 "    END IF;\n  END IF;\nEND"
-            )
+            ]
         return statements
 
-    def _sqlite(self, r: _Renderer) -> list[str]:
+    def _sqlite(self, r: _Renderer) -> dict[str, list[str]]:
         # SQLite cannot assign NEW in a trigger: AFTER triggers update the
         # row again.  recursive_triggers off stops a trigger firing itself,
         # not another: the UPDATE of ins_new fires upd_old.  Each trigger
@@ -324,8 +332,8 @@ END"""
         set_new = f"UPDATE {table} SET {r.assign('', self.new_values, '=', ', ')}"
         set_old = f"UPDATE {table} SET {r.assign('', self.old_values, '=', ', ')}"
         refuse = f"SELECT RAISE(ABORT, {r.text(self._refusal())})"
-        statements = []
-        fitted = self._trigger_names("sqlite")
+        statements = {}
+        fitted = self.trigger_names("sqlite")
         for name, trigger in zip(SQLITE_TRIGGERS, fitted, strict=True):
             event = "INSERT" if name.startswith("ins") else "UPDATE"
             old, new = r.written(event, self.old), r.written(event, self.new)
@@ -333,11 +341,11 @@ END"""
                 when, action = old, f"{refuse} WHERE {new}; {set_new} {where};"
             else:
                 when, action = f"{new} AND NOT {old}", f"{set_old} {where};"
-            statements.append(
+            statements[trigger] = [
                 f"CREATE TRIGGER {r.q(trigger)} AFTER {event} ON "
                 f"{table} FOR EACH ROW WHEN {when} AND NOT {r.agree(self)}\n"
                 f"BEGIN {action} END"
-            )
+            ]
         return statements
 
 
@@ -448,3 +456,21 @@ class _AnyColumn:
 
     def __getitem__(self, name: str) -> ColumnElement[Any]:
         return getattr(self, name)
+
+
+TRIGGERS_ON = {
+    "postgresql": "SELECT t.tgname FROM pg_trigger t "
+    "JOIN pg_class c ON c.oid = t.tgrelid "
+    "WHERE c.relname = :table AND pg_table_is_visible(c.oid) AND NOT t.tgisinternal",
+    "mysql": "SELECT trigger_name FROM information_schema.triggers "
+    "WHERE event_object_schema = DATABASE() AND event_object_table = :table",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+    "AND tbl_name = :table",
+}
+
+
+def installed_triggers(conn: sa.Connection, table: str) -> set[str]:
+    """The names of the triggers on ``table``, from the backend's catalog
+    (SQLAlchemy's inspector does not list triggers)."""
+    query = sa.text(TRIGGERS_ON[conn.dialect.name])
+    return set(conn.execute(query, {"table": table}).scalars())

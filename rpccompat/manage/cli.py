@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from rpccompat import opts
 from rpccompat.db import MigrationTree
+from rpccompat.engine import cancel_on_interrupt
 from rpccompat.exceptions import RPCCompatError, ServiceNotFound, first_line
 from rpccompat.history import History
 from rpccompat.manage.base import BAD_INPUT, ERROR, NOT_FOUND, CommandError, Context
@@ -122,11 +123,14 @@ class Manage:
         _apply_overrides(conf)
         secrets = passwords(*args, conf.database.connection, conf.transport_url)
         _configure_logging(conf.debug, secrets)
+        cancel_on_interrupt()
         try:
             return _dispatch(conf)
         except KeyboardInterrupt:
-            return INTERRUPTED
+            return _fail(_interrupted(self.prog, conf), INTERRUPTED, secrets)
         except Exception as e:
+            if _by_interrupt(e):
+                return _fail(_interrupted(self.prog, conf), INTERRUPTED, secrets)
             if conf.debug:
                 raise
             code = _code(e, getattr(conf.command.action_fn, "error_code", ERROR))
@@ -209,6 +213,25 @@ def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
     return (
         f"unexpected {type(error).__name__}: {error}; run again with --debug for "
         "the traceback and report it"
+    )
+
+
+def _by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` was raised while unwinding from Ctrl-C (SQLAlchemy's
+    PendingRollbackError on a connection the interrupt invalidated)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause = cause.__context__
+    return False
+
+
+def _interrupted(prog: str, conf: cfg.ConfigOpts) -> str:
+    command = f"{conf.command.name} {conf.command.action}"
+    return (
+        f"{prog}: {command} interrupted before it finished; run {prog} "
+        f"{command} again to complete it"
     )
 
 

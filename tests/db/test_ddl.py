@@ -9,6 +9,7 @@ retries, so queries wait at most one attempt.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -20,12 +21,14 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
+from rpccompat.db import waiting
 from rpccompat.db.ddl import (
     MAX_LOCK_TIMEOUT,
     is_lock_timeout,
     lock_timeout_statement,
     run_ddl,
 )
+from rpccompat.demo import schema
 from rpccompat.exceptions import LockNotGranted
 
 HOLD = 2.0  # seconds the holder keeps its lock once the DDL is under way
@@ -286,3 +289,36 @@ def test_a_sub_millisecond_lock_timeout_does_not_wait_forever_on_postgresql(
         engine.dispose()
     assert not hung, "the ALTER waited for its lock with no timeout"
     assert isinstance(outcome.get("error"), LockNotGranted)
+
+
+def test_an_index_build_waiting_on_an_old_transaction_gives_up_after_the_budget(
+    postgresql_url, caplog
+):
+    """CREATE INDEX CONCURRENTLY waits for every transaction older than it, with
+    no lock timeout of its own: it says which, gives up when the budget of
+    waiting is spent, and the same expand run again later builds the index."""
+    engine = dbengine.create_engine(postgresql_url)
+    database = schema.install_alpha(engine)
+    holder = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    try:
+        holder.exec_driver_sql("SELECT 1").all()  # its snapshot is now taken
+        pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with (
+            caplog.at_level(logging.WARNING, "rpccompat.db.waiting"),
+            pytest.raises(LockNotGranted) as raised,
+        ):
+            database.expand(retry_budget=waiting.PROGRESS_EVERY + 1)
+        holder.rollback()
+        message = str(raised.value)
+        assert "\n" not in message
+        assert f"for pid {pid} (idle in transaction for " in message
+        assert "CREATE INDEX CONCURRENTLY" in message
+        assert any(f"pid {pid} " in r.getMessage() for r in caplog.records)
+        database.expand()
+        assert [v.behind("expand") for v in database.versions()] == [False, False]
+        with engine.connect() as conn:
+            invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+            assert conn.exec_driver_sql(invalid).scalar() == 0
+    finally:
+        holder.close()
+        engine.dispose()

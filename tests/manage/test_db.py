@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
+import sqlalchemy as sa
 
 from rpccompat.db import Check
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
@@ -182,3 +191,81 @@ def test_a_lock_timeout_out_of_range_is_bad_input_before_any_change(
         )
     assert versions(operator)["volumes"] == (None, None)
     assert operator("db", "expand", "--lock-timeout", "0.25").code == 0
+
+
+# An open transaction the expand must wait for: on PostgreSQL a snapshot older
+# than the index build, which waits for every such transaction to end; on
+# MariaDB a read of volumes, whose metadata lock keeps ALTER TABLE waiting.
+HOLDERS = {
+    "postgresql": ("SELECT 1", "SELECT pg_backend_pid()", "pid"),
+    "mysql": ("SELECT * FROM volumes", "SELECT CONNECTION_ID()", "thread"),
+}
+
+
+class StderrLines(threading.Thread):
+    """The lines a process writes to stderr, as they come."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.start()
+
+    def run(self) -> None:
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, fragment: str) -> None:
+        deadline = time.monotonic() + 60  # only to detect a hang
+        while fragment not in "".join(self.seen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no line naming {fragment!r}: {self.seen}"
+            with contextlib.suppress(queue.Empty):
+                self.seen.append(self.lines.get(timeout=remaining))
+
+    def all(self) -> str:
+        self.join(timeout=60)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "".join(self.seen)
+
+
+@pytest.mark.parametrize("db_url", ["mysql", "postgresql"], indirect=True)
+def test_ctrl_c_while_expand_waits_ends_in_one_line_and_running_it_again_completes(
+    engine, operator
+):
+    hold, session_id, session = HOLDERS[engine.dialect.name]
+    holder = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    try:
+        holder.exec_driver_sql(hold).all()
+        holder_id = holder.exec_driver_sql(session_id).scalar()
+        expand = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from rpccompat.manage import main; "
+             "sys.exit(main())", "--config-file", str(operator.config), "db",
+             "expand"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        stderr = StderrLines(expand)
+        try:
+            # Waiting, it says every few seconds for what.
+            stderr.wait_for(f"{session} {holder_id} ")
+            expand.send_signal(signal.SIGINT)
+            code = expand.wait(timeout=60)
+        finally:
+            expand.kill()
+            expand.wait()
+    finally:
+        holder.close()
+    said = stderr.all()
+    assert code == 130, said
+    assert "Traceback" not in said
+    assert said.splitlines()[-1] == (
+        "rpccompat-manage: db expand interrupted before it finished; run "
+        "rpccompat-manage db expand again to complete it"
+    )
+    run = operator("db", "expand")
+    assert run.code == 0, run.err
+    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    indexes = {i["name"] for i in sa.inspect(engine).get_indexes("volumes")}
+    assert "ix_volumes_name" in indexes

@@ -5,7 +5,8 @@ Revises:
 """
 
 import sqlalchemy as sa
-from alembic import op
+
+from rpccompat.db import ddl
 
 revision = "0001_initial_expand"
 down_revision = None
@@ -14,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "services",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("uuid", sa.String(36), nullable=False),
@@ -40,7 +41,7 @@ def upgrade() -> None:
             "host", "binary", "deleted", name="uq_services_host_binary_deleted"
         ),
     )
-    op.create_table(
+    ddl.create_table(
         "rpccompat_data_migrations",
         sa.Column("tree", sa.String(64), nullable=False),
         sa.Column("name", sa.String(191), nullable=False),

@@ -9,7 +9,8 @@ Revises: 0001_initial_expand
 """
 
 import sqlalchemy as sa
-from alembic import op
+
+from rpccompat.db import ddl
 
 revision = "0002_schema_guard_expand"
 down_revision = "0001_initial_expand"
@@ -18,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "rpccompat_schema_guard",
         sa.Column("project", sa.String(64), nullable=False),
         sa.Column("ceiling_release", sa.String(64)),

@@ -5,7 +5,8 @@ Revises:
 """
 
 import sqlalchemy as sa
-from alembic import op
+
+from rpccompat.db import ddl
 
 revision = "alpha_expand"
 down_revision = None
@@ -15,7 +16,7 @@ serves_release = "alpha"
 
 
 def upgrade() -> None:
-    op.create_table(
+    ddl.create_table(
         "volumes",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("display_name", sa.String(255)),
