@@ -27,12 +27,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from rpccompat.exceptions import SchemaRefused
+from rpccompat.exceptions import ContractRefused, SchemaRefused
 from rpccompat.history import History, Release, version_tuple
 from rpccompat.registry import NAMING_CONVENTION, utcnow
 
@@ -206,8 +206,8 @@ def record_served(
 
 def _columns(column: str, mark: Mark | None) -> dict[str, str | None]:
     return {
-        f"{column}_release": mark and mark.release,
-        f"{column}_version": mark and mark.version,
+        f"{column}_release": mark.release if mark else None,
+        f"{column}_version": mark.version if mark else None,
     }
 
 
@@ -216,7 +216,13 @@ def contracting(engine: sa.Engine, floors: Mapping[str, Mark]) -> Iterator[None]
     """Hold the contracting state of each project (its new floor) while the
     body runs, committed before it starts: a node below it refuses to start
     from then on, and a node that started before is in the services table
-    when the body looks.  Cleared however the body ends."""
+    when the body looks.
+
+    Cleared when the body ends or refuses before changing anything; kept
+    when it fails part-way (an error, Ctrl-C): its DDL may have removed what
+    older nodes need already (MySQL/MariaDB commit each statement), so they
+    keep refusing until a contract runs through.
+    """
     with engine.begin() as conn:
         for project, floor in floors.items():
             record(
@@ -227,12 +233,15 @@ def contracting(engine: sa.Engine, floors: Mapping[str, Mark]) -> Iterator[None]
             )
     try:
         yield
-    finally:
-        with engine.begin() as conn:
-            for project in floors:
-                record(
-                    conn,
-                    project,
-                    **_columns("contracting", None),
-                    contracting_since=None,
-                )
+    except ContractRefused:
+        _clear_contracting(engine, floors)
+        raise
+    _clear_contracting(engine, floors)
+
+
+def _clear_contracting(engine: sa.Engine, projects: Iterable[str]) -> None:
+    with engine.begin() as conn:
+        for project in projects:
+            record(
+                conn, project, **_columns("contracting", None), contracting_since=None
+            )

@@ -316,8 +316,9 @@ class Database:
         from then on a node below the new floor refuses to start) and the
         services are checked again, so a node that started between the first
         check and the state blocks the contract instead of losing its
-        columns.  The trees record the new floor; the state is cleared
-        however the contract ends.
+        columns.  The trees record the new floor; a contract that fails
+        part-way keeps its state, so older nodes keep refusing until a
+        contract runs through (see ``guard.contracting``).
         """
         _refuse(self.blockers(offline=offline))
         with guard.contracting(self.engine, self._new_floors()):
