@@ -2,7 +2,8 @@
 
 Seeded random walks over ``rpccompat-manage db ...`` and node starts and
 stops, in any order, mistakes included (contract first, a beta node before
-expand, an alpha node after contract, migrate before expand, ...), checked
+expand, an alpha node after contract, migrate before expand, a command
+interrupted by Ctrl-C at any statement, a command with no config), checked
 step by step against a model of what each step must do: every command ends
 with its documented code, a refusal is one line on stderr, a node the schema
 does not serve refuses to start, and contract never completes while an alpha
@@ -20,14 +21,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from rpccompat import guard
 from rpccompat.db import Check
 from rpccompat.demo import beta
 from rpccompat.demo.node import Node, Settings
 from rpccompat.exceptions import SchemaRefused
+from rpccompat.manage import BAD_INPUT, Manage
+from rpccompat.manage.cli import INTERRUPTED
 from tests.db import insert_alpha_volumes
+from tests.db.test_resumable import interrupting
 
 SEEDED_ROWS = 5
-STEPS = 24
+STEPS = 30
 WALKS = 2  # per backend; each walk has its own database
 MAX_COUNT = 2
 
@@ -39,6 +44,10 @@ class Model:
     expanded: bool = False
     waiting_rows: int = SEEDED_ROWS  # rows alpha wrote before expand, unconverted
     contracted: bool = False
+    contracting: bool = False  # a contract stopped part-way holds its state
+    # An expand stopped after its last revision, before it told the guard:
+    # beta nodes may be refused until an expand runs through.
+    ceiling_recorded: bool = True
     nodes: list[Node] = dataclasses.field(default_factory=list)
     stopped: list[Node] = dataclasses.field(default_factory=list)  # rows kept
 
@@ -63,7 +72,10 @@ class Model:
         return {Check.CONTRACT_BLOCKED if self.alpha_rows else Check.CONTRACT_NEEDED}
 
     def contract_blockers(self) -> set[int]:
-        codes = set()
+        """What refuses a contract: nothing once one has run through."""
+        codes: set[int] = set()
+        if self.contracted:
+            return codes
         if not self.expanded:
             codes.add(Check.EXPAND_NEEDED)
         elif self.waiting_rows:
@@ -83,6 +95,8 @@ class Walk:
         self.hosts = (f"h{seed}-{n}" for n in itertools.count())
         self.done: list[str] = []
         self.cases = 0
+        self.armed = False
+        self.engine = sa.create_engine(db_url)
 
     def steps(self) -> dict[str, Any]:
         return {
@@ -96,6 +110,9 @@ class Walk:
             "start beta": lambda: self.start("beta"),
             "stop a node": self.stop,
             "service remove": self.remove,
+            "interrupted db expand": lambda: self.interrupted(self.expand),
+            "interrupted db contract": lambda: self.interrupted(self.contract),
+            "no config": self.no_config,
         }
 
     def run(self, count: int) -> None:
@@ -107,12 +124,15 @@ class Walk:
             self.cases += 1
 
     def command(self, *argv: str, codes: set[int]) -> int:
-        """Run ``argv``; its code must be one of ``codes``.  An error (2) is
-        one line on stderr; nothing ends in a traceback."""
+        """Run ``argv``; its code must be one of ``codes`` (or 130 while an
+        interruption is armed).  An error (2) or an interruption is one line
+        on stderr; nothing ends in a traceback."""
         run = self.operator(*argv)
+        if self.armed:
+            codes = codes | {INTERRUPTED}
         self.expect(run.code in codes, f"{' '.join(argv)} exited {run.code}", run)
         self.expect("Traceback" not in run.out + run.err, "a traceback", run)
-        if run.code == 2:
+        if run.code in (2, INTERRUPTED):
             lines = run.err.strip().splitlines()
             self.expect(len(lines) == 1, "an error not in one line", run)
         return run.code
@@ -127,8 +147,12 @@ class Walk:
     # -- the steps ---------------------------------------------------------------
 
     def expand(self) -> None:
-        self.command("db", "expand", codes={0})
-        self.model.expanded = True
+        code = self.command("db", "expand", codes={0})
+        if code == 0:
+            self.model.expanded, self.model.ceiling_recorded = True, True
+        elif not self.model.expanded:  # stopped: ask where it got to
+            expanded = self.operator("db", "check").code != Check.EXPAND_NEEDED
+            self.model.expanded, self.model.ceiling_recorded = expanded, not expanded
 
     def migrate(self) -> None:
         done = self.command("db", "migrate", codes={0} if self.model.expanded else {2})
@@ -150,29 +174,57 @@ class Walk:
     def contract(self) -> None:
         blockers = self.model.contract_blockers()
         code = self.command("db", "contract", codes=blockers or {0})
-        if code == 0:
+        if code == 0 and not self.model.contracted:
             self.expect(not self.model.alpha_rows, "contract with alpha rows")
-            self.model.contracted = True
+            self.model.contracted, self.model.contracting = True, False
+        elif code == INTERRUPTED:  # it may have taken its state, or not yet
+            with self.engine.connect() as conn:
+                state = guard.read(conn, beta.HISTORY.project)
+            self.model.contracting = bool(state and state.contracting)
+
+    def interrupted(self, step: Any) -> None:
+        """``step`` with Ctrl-C before one of its first few changing statements."""
+        self.armed = True
+        try:
+            with interrupting(after=self.rng.randrange(8)):
+                step()
+        finally:
+            self.armed = False
+
+    def no_config(self) -> None:
+        """A command without a config names what is missing and changes nothing."""
+        capsys = self.operator.capsys
+        capsys.readouterr()
+        command = self.rng.choice(["check", "expand", "contract", "sync"])
+        code = Manage().main(["db", command])
+        err = capsys.readouterr().err
+        self.expect(code == BAD_INPUT, f"no config exited {code}: {err}")
+        self.expect(len(err.strip().splitlines()) == 1, f"no config said: {err}")
 
     def sync(self) -> None:
-        """The offline path: refused, changing nothing, while alpha runs."""
-        refused = {Check.CONTRACT_BLOCKED} if self.model.alpha_rows else set()
+        """The offline path (every service stopped): refused, changing
+        nothing, while an alpha node runs; stopped rows do not hold it."""
+        refused = {Check.CONTRACT_BLOCKED} if self.model.alpha_running else set()
         if self.command("db", "sync", codes=refused or {0}) == 0:
             self.model.expanded, self.model.contracted = True, True
-            self.model.waiting_rows = 0
+            self.model.waiting_rows, self.model.contracting = 0, False
+            self.model.ceiling_recorded = True
 
     def check(self) -> None:
         self.command("db", "check", codes=self.model.check())
 
     def start(self, release: str) -> None:
-        served = self.model.expanded if release == "beta" else not self.model.contracted
+        if release == "beta":
+            served = self.model.expanded
+        else:
+            served = not (self.model.contracted or self.model.contracting)
+        maybe = release == "beta" and served and not self.model.ceiling_recorded
         node = Node(self.settings, release, "volume", next(self.hosts))
         try:
             node.start()
         except SchemaRefused:
-            self.expect(
-                not served, f"{release} node refused on a schema that serves it"
-            )
+            ok = maybe or not served
+            self.expect(ok, f"{release} node refused on a schema that serves it")
             return
         self.model.nodes.append(node)
         self.expect(
@@ -208,6 +260,7 @@ class Walk:
     def close(self) -> None:
         for node in self.model.nodes:
             node.stop()
+        self.engine.dispose()
 
 
 @pytest.mark.parametrize("walk", range(WALKS))
