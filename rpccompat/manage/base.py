@@ -192,7 +192,7 @@ class Context:
             return rpc.make_transport(self.conf)
         except (messaging.InvalidTransportURL, messaging.DriverLoadFailure) as e:
             raise CommandError(
-                f"cannot use transport URL {dbengine.safe_url(self.conf.transport_url)}"
+                f"cannot use transport URL {scrub(self.conf.transport_url)}"
                 f": {first_line(e)}; give an oslo.messaging URL such as "
                 "rabbit://user:password@host:5672/ in [DEFAULT] transport_url or "
                 "--transport-url",
