@@ -108,6 +108,11 @@ class ScrubPasswords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = scrub(record.getMessage(), self.secrets)
         record.args = None
+        if record.exc_info:  # the traceback quotes URLs and drivers' errors too
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = scrub(text, self.secrets), None
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info, self.secrets)
         return True
 
 

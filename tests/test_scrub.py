@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import random
 import string
 import urllib.parse
 
 import pytest
 
-from rpccompat.scrub import passwords, scrub
+from rpccompat.scrub import ScrubPasswords, passwords, scrub
 
 SEED = random.randrange(10**6)
 TRIES = 3000
@@ -105,3 +107,21 @@ def test_a_known_password_is_masked_even_without_its_url():
 def test_a_long_line_without_a_password_comes_back_whole_without_hanging(unit):
     line = unit * 100_000
     assert scrub(line) == line
+
+
+def test_a_logged_traceback_is_scrubbed_like_its_message():
+    """LOG.exception's traceback quotes the URL a driver failed on."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ScrubPasswords(["s3cret"]))
+    log = logging.getLogger("tests.scrub")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError("cannot reach mysql://root:s3cret@db/x")
+        except ValueError:
+            log.exception("heartbeat failed on %s", "mysql://root:s3cret@db/x")
+    finally:
+        log.removeHandler(handler)
+    assert "Traceback" in stream.getvalue() and "ValueError" in stream.getvalue()
+    assert "s3cret" not in stream.getvalue()
