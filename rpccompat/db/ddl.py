@@ -266,7 +266,7 @@ def _alter_online(statement: str) -> None:
         execute(f"{statement}, ALGORITHM=INPLACE, LOCK=NONE")
 
 
-def create_table(name: str, *elements: sa.SchemaItem) -> None:
+def create_table(name: str, *elements: sa.schema.SchemaItem) -> None:
     """Create a table; one that exists already must have the declared columns.
 
     An interrupted run may have created it (MySQL/MariaDB commit each
@@ -276,8 +276,10 @@ def create_table(name: str, *elements: sa.SchemaItem) -> None:
     if context.is_offline_mode() or name not in _tables():
         op.create_table(name, *elements)
         return
-    for column in elements:
-        if isinstance(column, sa.Column) and not _has_column(name, column):
+    # Attached to a table, a column declared only in a PrimaryKeyConstraint
+    # is NOT NULL, as the database has it.
+    for column in sa.Table(name, sa.MetaData(), *elements).columns:
+        if not _has_column(name, column):
             raise MigrationError(
                 f"table {name} exists without column {column.name}: something "
                 "other than this revision made it; rename or drop it, then run "

@@ -291,7 +291,11 @@ def _follow_columns(statement: str, columns: dict[str, set[str]]) -> None:
     drops a column of a table it knows."""
     for pattern, change in ((ADD_COLUMN, set.add), (DROP_COLUMN, set.discard)):
         match = pattern.match(statement)
-        if match and match.group(1).lower() in columns:
+        if (
+            match
+            and match.group(1).lower() in columns
+            and match.group(2).upper() not in NOT_A_COLUMN
+        ):
             change(columns[match.group(1).lower()], match.group(2).lower())
 
 

@@ -241,10 +241,18 @@ class ColumnSync:
         q = dialect_named(dialect).identifier_preparer.quote
         names = self.trigger_names(dialect)
         if dialect == "postgresql":
-            (name,) = names
+            # A sync installed before names were fitted has the name cut at
+            # 63 bytes by PostgreSQL; it goes too (MySQL refused long names).
+            cut = self.name.encode()[: IDENTIFIER_LIMITS[dialect]].decode(
+                errors="ignore"
+            )
             return [
-                f"DROP TRIGGER IF EXISTS {q(name)} ON {q(self.table)}",
-                f"DROP FUNCTION IF EXISTS {q(name)}()",
+                statement
+                for name in dict.fromkeys([*names, cut])
+                for statement in (
+                    f"DROP TRIGGER IF EXISTS {q(name)} ON {q(self.table)}",
+                    f"DROP FUNCTION IF EXISTS {q(name)}()",
+                )
             ]
         return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in names]
 

@@ -203,7 +203,9 @@ def test_a_command_interrupted_at_any_statement_completes_when_run_again(
 EVERY_OPERATION = {
     "expand": """
         def upgrade():
-            ddl.create_table("parent", sa.Column("id", sa.Integer, primary_key=True))
+            ddl.create_table(  # a key declared apart: NOT NULL all the same
+                "parent", sa.Column("id", sa.Integer), sa.PrimaryKeyConstraint("id")
+            )
             ddl.add_column("t", sa.Column("parent_id", sa.Integer))
             ddl.create_index("ix_t_parent", "t", ["parent_id"])
             ddl.create_index("ix_t_c", "t", ["c"], unique=True)

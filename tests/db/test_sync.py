@@ -396,3 +396,32 @@ def test_a_fitted_name_is_stable_within_the_limit_and_unique(dialect, limit):
     assert all(len(name.encode()) <= limit for name in fitted)
     assert len(set(fitted)) == len(names)
     assert fit_identifier("short", dialect) == "short"
+
+
+def test_contract_drops_a_long_named_sync_installed_before_names_were_fitted(
+    postgresql_url,
+):
+    """PostgreSQL kept such a name cut at 63 bytes; dropping only the fitted
+    name would leave the trigger to fail every INSERT once its column goes."""
+    engine = dbengine.create_engine(postgresql_url)
+    sync = dataclasses.replace(
+        ColumnSync.rename("shelves", "id", "label", "title"), name="s" * 70
+    )
+    legacy = sync.name[:63]
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE shelves (id INT PRIMARY KEY, label TEXT, title TEXT)"
+            )
+            for statement in sync.create_triggers("postgresql"):  # as old code did
+                conn.exec_driver_sql(
+                    statement.replace(sync.trigger_names("postgresql")[0], legacy)
+                )
+            for statement in sync.drop_triggers("postgresql"):
+                conn.exec_driver_sql(statement)
+            left = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
+            ).scalar()
+        assert left == 0
+    finally:
+        engine.dispose()

@@ -12,6 +12,8 @@ revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
+# An expand revision names the release it adds structures for:
+# serves_release = "..."
 # A contract revision names the oldest release every service must run first:
 # requires_release = "..."
 # Lint findings this revision is allowed, each with why:
