@@ -109,8 +109,10 @@ class ScrubPasswords(logging.Filter):
         record.msg = scrub(record.getMessage(), self.secrets)
         record.args = None
         if record.exc_info:  # the traceback quotes URLs and drivers' errors too
+            # Formatters print the cached exc_text; exc_info stays for other
+            # handlers' filters, which read the exception itself.
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = scrub(text, self.secrets), None
+            record.exc_text = scrub(text, self.secrets)
         if record.stack_info:
             record.stack_info = scrub(record.stack_info, self.secrets)
         return True
