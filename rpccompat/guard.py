@@ -212,13 +212,17 @@ def _columns(column: str, mark: Mark | None) -> dict[str, str | None]:
 
 
 @contextlib.contextmanager
-def contracting(engine: sa.Engine, floors: Mapping[str, Mark]) -> Iterator[None]:
+def contracting(
+    engine: sa.Engine, floors: Mapping[str, Mark], projects: Iterable[str] = ()
+) -> Iterator[None]:
     """Hold the contracting state of each project (its new floor) while the
     body runs, committed before it starts: a node below it refuses to start
     from then on, and a node that started before is in the services table
     when the body looks.
 
-    Cleared when the body ends or refuses before changing anything; kept
+    Cleared, for ``projects`` too (a contract interrupted while it cleared
+    its state has nothing pending when run again), when the body ends or
+    refuses before changing anything; kept
     when it fails part-way (an error, Ctrl-C): its DDL may have removed what
     older nodes need already (MySQL/MariaDB commit each statement), so they
     keep refusing until a contract runs through.
@@ -231,17 +235,25 @@ def contracting(engine: sa.Engine, floors: Mapping[str, Mark]) -> Iterator[None]
                 **_columns("contracting", floor),
                 contracting_since=utcnow(),
             )
+    every = {*floors, *projects}
     try:
         yield
     except ContractRefused:
-        _clear_contracting(engine, floors)
+        _clear_contracting(engine, every)
         raise
-    _clear_contracting(engine, floors)
+    _clear_contracting(engine, every)
 
 
 def _clear_contracting(engine: sa.Engine, projects: Iterable[str]) -> None:
+    """Clear the contracting state of those of ``projects`` that have a row
+    (a project with none stays unguarded)."""
     with engine.begin() as conn:
-        for project in projects:
-            record(
-                conn, project, **_columns("contracting", None), contracting_since=None
+        conn.execute(
+            state_table.update()
+            .where(state_table.c.project.in_(list(projects)))
+            .values(
+                **_columns("contracting", None),
+                contracting_since=None,
+                updated_at=utcnow(),
             )
+        )

@@ -321,7 +321,8 @@ class Database:
         contract runs through (see ``guard.contracting``).
         """
         _refuse(self.blockers(offline=offline))
-        with guard.contracting(self.engine, self._new_floors()):
+        projects = [tree.history.project for tree in self.trees if tree.history]
+        with guard.contracting(self.engine, self._new_floors(), projects):
             _refuse(self._service_blockers(offline))
             for tree in self.trees:
                 self._upgrade(tree, f"{CONTRACT}@head", **settings)

@@ -408,3 +408,18 @@ def test_a_contract_failed_part_way_keeps_its_state_until_one_runs_through(engin
     Database(engine, [schema.TREE]).contract()
     state = schema_state(engine)
     assert (state.floor.release, state.contracting) == ("beta", None)
+
+
+def test_a_contract_run_again_after_it_stopped_clearing_its_state_clears_it(engine):
+    """Stopped after its DDL, as it cleared its state: run again, it has no
+    revision pending, and still clears the state it left."""
+    schema.install_mixed_period(engine)
+    database = Database(engine, [schema.TREE])
+    database.migrate()
+    database.contract()
+    with engine.begin() as conn:  # what the stopped run left behind
+        guard.record(
+            conn, "volumes", contracting_release="beta", contracting_version="1.1"
+        )
+    database.contract()
+    assert schema_state(engine).contracting is None
