@@ -299,6 +299,79 @@ def add_column(table: str, column: sa.Column) -> None:
     _alter_online(f"ALTER TABLE {_q(table)} ADD COLUMN {spec}")
 
 
+def drop_not_null(table: str, column: str) -> None:
+    """Let ``column`` hold NULL: the old column of a change, before its sync.
+
+    The new release writes only the new shape; the sync fills the old
+    column, but on SQLite only after the row is in (its triggers run AFTER
+    the insert), so an old NOT NULL column without a default refuses every
+    new-shape insert.  A relaxation takes nothing from the old release.
+
+    PostgreSQL: ``DROP NOT NULL``, a catalog change under a brief lock.
+    MySQL/MariaDB: the column restated as reflected (type, collation,
+    default, comment) but NULL, in place without locks.  SQLite cannot alter
+    a column: the table is rebuilt by copying (Alembic's batch mode) and its
+    triggers are created again.
+    Already nullable (an interrupted run relaxed it): nothing is done.
+    """
+    existing = None if context.is_offline_mode() else _columns(table).get(column)
+    if existing is not None and existing["nullable"]:
+        return
+    dialect = _dialect()
+    # Offline (the lint, --sql) SQLite shows the relaxation it means: the
+    # statements of batch mode's copy need the live table's columns.
+    if dialect == "postgresql" or (dialect == "sqlite" and existing is None):
+        execute(f"ALTER TABLE {_q(table)} ALTER COLUMN {_q(column)} DROP NOT NULL")
+    elif dialect == "mysql":
+        _alter_online(
+            f"ALTER TABLE {_q(table)} MODIFY COLUMN {_mysql_nullable(existing, column)}"
+        )
+    else:
+        _rebuild_nullable(table, column, existing)
+
+
+def _mysql_nullable(existing: dict[str, Any] | None, column: str) -> str:
+    """The definition of a reflected MySQL column, with NULL allowed."""
+    if existing is None:  # offline: the lint reads only the statement's shape
+        return f"{_q(column)} <existing type> NULL"
+    spec = f"{_q(column)} {existing['type'].compile(op.get_context().dialect)} NULL"
+    if existing.get("default") is not None:
+        spec += f" DEFAULT {existing['default']}"
+    if existing.get("comment"):
+        spec += f" COMMENT {_literal(existing['comment'])}"
+    return spec
+
+
+def _literal(value: str) -> str:
+    return sa.literal(value).compile(
+        dialect=op.get_context().dialect, compile_kwargs={"literal_binds": True}
+    )
+
+
+def _rebuild_nullable(table: str, column: str, existing: dict[str, Any]) -> None:
+    """SQLite: the table copied with ``column`` nullable, triggers kept.
+
+    Dropping the old table drops its triggers; the revision's transaction
+    covers the copy and their creation again, so no write sees the table
+    without them.
+    """
+    triggers = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = :table"
+            ),
+            {"table": table},
+        )
+        .scalars()
+        .all()
+    )
+    with op.batch_alter_table(table, recreate="always") as batch:
+        batch.alter_column(column, nullable=True, existing_type=existing["type"])
+    execute(*triggers)
+
+
 def drop_column(table: str, column: str) -> None:
     if context.is_offline_mode() or column in _columns(table):
         _alter_online(f"ALTER TABLE {_q(table)} DROP COLUMN {_q(column)}")

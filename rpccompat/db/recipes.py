@@ -5,7 +5,8 @@ Each function returns the declaration a service's expand revision installs
 new code reads through (``ColumnSync.read``); contract drops it.  The
 conversions are plain SQLAlchemy expressions, so the same declaration
 renders for MariaDB/MySQL, PostgreSQL and SQLite.  Each maps NULL to NULL,
-so a row with neither shape set is in step.
+so a row with neither shape set is in step.  Their keyword ``options``
+(``name``, ``types``, ``defaults``) go to :class:`ColumnSync` as they are.
 
 The mixed-period rule (see :mod:`rpccompat.db.sync`) is what makes the
 lossy ones safe: a value one shape cannot hold survives writes to the other
@@ -39,6 +40,7 @@ def value_map(
     *,
     new_default: Any = None,
     old_default: Any = None,
+    **options: Any,
 ) -> ColumnSync:
     """Values mapped one by one, possibly many to one (a lossy mapping).
 
@@ -60,11 +62,17 @@ def value_map(
         (new,),
         to_new=lambda c: {new: _mapped(getattr(c, old), to_new, new_default)},
         to_old=lambda c: {old: _mapped(getattr(c, new), to_old, old_default)},
+        **options,
     )
 
 
 def split(
-    table: str, key: str, old: str, new: tuple[str, str], separator: str
+    table: str,
+    key: str,
+    old: str,
+    new: tuple[str, str],
+    separator: str,
+    **options: Any,
 ) -> ColumnSync:
     """One string column split into two at the first ``separator``.
 
@@ -83,11 +91,17 @@ def split(
             zip(new, _split(getattr(c, old), separator), strict=True)
         ),
         to_old=lambda c: {old: _join(getattr(c, first), getattr(c, second), separator)},
+        **options,
     )
 
 
 def merge(
-    table: str, key: str, old: tuple[str, str], new: str, separator: str
+    table: str,
+    key: str,
+    old: tuple[str, str],
+    new: str,
+    separator: str,
+    **options: Any,
 ) -> ColumnSync:
     """Two string columns merged into one: :func:`split` the other way.
 
@@ -107,10 +121,13 @@ def merge(
         to_old=lambda c: dict(
             zip(old, _split(getattr(c, new), separator), strict=True)
         ),
+        **options,
     )
 
 
-def integer_from_string(table: str, key: str, old: str, new: str) -> ColumnSync:
+def integer_from_string(
+    table: str, key: str, old: str, new: str, **options: Any
+) -> ColumnSync:
     """A string column holding numbers becomes an INTEGER column.
 
     A string of 1 to :data:`MAX_DIGITS` decimal digits converts to its
@@ -126,6 +143,33 @@ def integer_from_string(table: str, key: str, old: str, new: str) -> ColumnSync:
         (new,),
         to_new=lambda c: {new: _parsed_integer(getattr(c, old))},
         to_old=lambda c: {old: sa.cast(getattr(c, new), sa.String)},
+        **options,
+    )
+
+
+def widened_integer(
+    table: str, key: str, old: str, new: str, *, old_bits: int = 32, **options: Any
+) -> ColumnSync:
+    """An integer column moved to a wider one: INTEGER to BIGINT.
+
+    Every old value converts as it is.  A new value the old column cannot
+    hold (beyond ``old_bits``, signed) gives the old release NULL instead of
+    an overflow that would refuse the new release's write; it stays in the
+    new column until an old-shape write changes the old one.
+    """
+    low, high = -(2 ** (old_bits - 1)), 2 ** (old_bits - 1) - 1
+
+    def fitting(value: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.case((value.between(low, high), value), else_=sa.null())
+
+    return ColumnSync(
+        table,
+        key,
+        (old,),
+        (new,),
+        to_new=lambda c: {new: getattr(c, old)},
+        to_old=lambda c: {old: fitting(getattr(c, new))},
+        **options,
     )
 
 

@@ -13,8 +13,11 @@ NOT DISTINCT FROM to_new(old)``, the same rule seen from the other side: an
 old value the new shape cannot hold exactly, ``'007'`` for 7, is kept).
 Only rows whose shapes disagree are ever converted:
 
-- a statement that writes one shape (on INSERT: sets it non-NULL; on UPDATE:
-  changes it, compared null-safely) converts the other from it;
+- a statement that writes one shape (on INSERT: sets it non-NULL, other
+  than its server default; on UPDATE: changes it, compared null-safely)
+  converts the other from it; an INSERT that writes neither but leaves one
+  shape non-NULL (at its defaults) converts the other from that one, the
+  old shape first, as the backfill would;
 - a statement that writes neither converts nothing: a value one shape cannot
   represent (``visibility = 'private'`` under a boolean ``is_public``)
   survives every write that leaves the other shape as it was;
@@ -91,6 +94,9 @@ class ColumnSync:
     ``types`` names the SQL type of columns whose converted value PostgreSQL
     would not store or compare without a cast (an enum, an integer from a
     text expression); the conversion is cast to it there.
+    ``defaults`` gives the server default of each column that has one: an
+    INSERT that leaves a column at its default did not name it, so the other
+    shape, if the INSERT set it, is the one converted from.
     """
 
     table: str
@@ -103,10 +109,14 @@ class ColumnSync:
     types: Mapping[str, TypeEngine[Any]] = dataclasses.field(
         default_factory=dict, hash=False
     )
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
     @classmethod
-    def rename(cls, table: str, key: str, old: str, new: str) -> ColumnSync:
-        """The common case: a column renamed, its values unchanged."""
+    def rename(
+        cls, table: str, key: str, old: str, new: str, **options: Any
+    ) -> ColumnSync:
+        """The common case: a column renamed, its values unchanged (a wider
+        type included: INTEGER to BIGINT)."""
         return cls(
             table,
             key,
@@ -114,11 +124,18 @@ class ColumnSync:
             (new,),
             to_new=lambda cols: {new: getattr(cols, old)},
             to_old=lambda cols: {old: getattr(cols, new)},
+            **options,
         )
 
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", f"{self.table}_{'_'.join(self.new)}_sync")
+        unknown = set(self.defaults) - {*self.old, *self.new}
+        if unknown:
+            raise ValueError(
+                f"{self.name}: defaults names {sorted(unknown)}, which are not "
+                f"among its columns {[*self.old, *self.new]}"
+            )
 
     # -- conversions, as expressions over any source of columns ------------
 
@@ -188,8 +205,9 @@ class ColumnSync:
         """Rows of ``query`` with the new columns filled: migrate on load.
 
         ``query`` selects the key and the new columns.  Rows whose new
-        columns are all NULL (written by the old release before expand, not
-        reached by the backfill yet) are converted first, then read again.
+        columns are all NULL or at their defaults (as expand left the rows
+        the old release wrote before it, until the backfill reaches them)
+        are converted first where their shapes disagree, then read again.
         The conversion is the backfill's: it skips a row whose shapes agree
         by the time it holds the row's lock, so a new-shape write committed
         since the SELECT is read back, not reset.
@@ -197,11 +215,7 @@ class ColumnSync:
         old ones, so it keeps working after contract drops them.
         """
         rows = conn.execute(query).all()
-        stale = {
-            row._mapping[self.key]
-            for row in rows
-            if all(row._mapping[c] is None for c in self.new)
-        }
+        stale = {row._mapping[self.key] for row in rows if self._unconverted(row)}
         if not stale:
             return rows
         self.migrate_rows(conn, stale)
@@ -219,6 +233,14 @@ class ColumnSync:
             for row in rows
             if (key := row._mapping[self.key]) not in stale or key in fresh
         ]
+
+    def _unconverted(self, row: sa.Row) -> bool:
+        """Whether the new columns of ``row`` are as expand left them."""
+        values = row._mapping
+        return all(
+            values[c] is None or (c in self.defaults and values[c] == self.defaults[c])
+            for c in self.new
+        )
 
     # -- triggers -----------------------------------------------------------
 
@@ -267,6 +289,18 @@ class ColumnSync:
             names = [f"{self.name}_{n}" for n in SQLITE_TRIGGERS]
         return [fit_identifier(name, dialect) for name in names]
 
+    def _written(self, r: _Renderer, event: str) -> tuple[str, str, str]:
+        """When a row's shapes disagree after ``event``: whether the
+        statement wrote both shapes (refused), else whether the new shape is
+        converted from the old, else whether the old from the new."""
+        old = r.written(event, self.old, self.defaults)
+        new = r.written(event, self.new, self.defaults)
+        both = f"{old} AND {new}"
+        if event == "INSERT":  # neither named: whichever shape is set
+            old = f"({old} OR (NOT {r.all_null('NEW', self.old)} AND NOT {new}))"
+            new = f"NOT {r.all_null('NEW', self.new)}"
+        return both, old, new
+
     def _refusal(self) -> str:
         """The message of a refused write: one line, within MySQL's 128."""
         return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
@@ -278,9 +312,9 @@ class ColumnSync:
         )
 
         def branches(event: str) -> str:
-            old, new = r.written(event, self.old), r.written(event, self.new)
+            both, old, new = self._written(r, event)
             return f"""
-      IF {old} AND {new} THEN
+      IF {both} THEN
         {refuse};
       ELSIF {old} THEN
         {r.assign("NEW.", self.new_values, ":=", "; ")};
@@ -316,12 +350,12 @@ END"""
         for trigger, event in zip(
             self.trigger_names("mysql"), ("INSERT", "UPDATE"), strict=True
         ):
-            old, new = r.written(event, self.old), r.written(event, self.new)
+            both, old, new = self._written(r, event)
             statements[trigger] = [
                 f"CREATE TRIGGER {r.q(trigger)} BEFORE {event} ON {r.q(self.table)} "
                 f"FOR EACH ROW BEGIN\n"
                 f"  IF NOT {r.agree(self)} THEN\n"
-                f"    IF {old} AND {new} THEN {refuse};\n"
+                f"    IF {both} THEN {refuse};\n"
                 f"    ELSEIF {old} THEN {set_new};\n"
                 f"    ELSEIF {new} THEN {set_old};\n"
                 "    END IF;\n  END IF;\nEND"
@@ -344,9 +378,9 @@ END"""
         fitted = self.trigger_names("sqlite")
         for name, trigger in zip(SQLITE_TRIGGERS, fitted, strict=True):
             event = "INSERT" if name.startswith("ins") else "UPDATE"
-            old, new = r.written(event, self.old), r.written(event, self.new)
+            both, old, new = self._written(r, event)
             if name.endswith("new"):  # the old shape was written
-                when, action = old, f"{refuse} WHERE {new}; {set_new} {where};"
+                when, action = old, f"{refuse} WHERE {both}; {set_new} {where};"
             else:
                 when, action = f"{new} AND NOT {old}", f"{set_old} {where};"
             statements[trigger] = [
@@ -432,12 +466,24 @@ class _Renderer:
         """Whether the shapes of the row in NEW agree."""
         return "(" + self.sql(sync.agree(_AnyColumn(self, "NEW"))) + ")"
 
-    def written(self, event: str, names: Sequence[str]) -> str:
-        """Whether the statement wrote any of ``names``: set one non-NULL
-        (INSERT) or changed one (UPDATE)."""
-        if event == "INSERT":
-            return f"NOT {self.all_null('NEW', names)}"
-        return self.changed(names)
+    def written(
+        self, event: str, names: Sequence[str], defaults: Mapping[str, Any]
+    ) -> str:
+        """Whether the statement wrote any of ``names``: changed one
+        (UPDATE), or set one non-NULL and, if it has a default, other than
+        it (INSERT: a column left at its default was not named)."""
+        if event != "INSERT":
+            return self.changed(names)
+
+        def named(n: str) -> str:
+            column = sa.literal_column(f"NEW.{self.q(n)}")
+            if n not in defaults:
+                return self.sql(column.is_not(None))
+            return self.sql(
+                sa.and_(column.is_not(None), column.is_distinct_from(defaults[n]))
+            )
+
+        return "(" + " OR ".join(named(n) for n in names) + ")"
 
     def all_null(self, prefix: str, names: Sequence[str]) -> str:
         return "(" + " AND ".join(f"{prefix}.{self.q(n)} IS NULL" for n in names) + ")"

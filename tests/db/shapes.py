@@ -10,13 +10,17 @@ conversion is meant to care about.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.operations import Operations
+from alembic.runtime.environment import EnvironmentContext
 
-from rpccompat.db import ColumnSync, recipes
+from rpccompat.db import ColumnSync, ddl, recipes
 
 Values = tuple  # one value per column of a shape, in declaration order
 
@@ -24,11 +28,12 @@ Values = tuple  # one value per column of a shape, in declaration order
 @dataclasses.dataclass(frozen=True)
 class Shape:
     sync: ColumnSync
-    types: dict[str, str]  # SQL type of each old and new column
+    types: dict[str, str]  # SQL type of each old and new column, its default
     old_values: list[Values]
     new_values: list[Values]
     to_new: Callable[[Values], Values]
     to_old: Callable[[Values], Values]
+    relaxed: tuple[str, ...] = ()  # old columns NOT NULL until expand
 
     @property
     def table(self) -> str:
@@ -36,19 +41,38 @@ class Shape:
 
     def create_table(self, conn: sa.Connection) -> None:
         """The table, before expand: no triggers yet."""
-        columns = ", ".join(f"{c} {t}" for c, t in self.types.items())
+        columns = ", ".join(
+            f"{c} {t}{' NOT NULL' if c in self.relaxed else ''}"
+            for c, t in self.types.items()
+        )
         conn.exec_driver_sql(
             f"CREATE TABLE {self.table} (id VARCHAR(36) PRIMARY KEY, {columns}, "
             "note VARCHAR(20))"
         )
 
-    def install_triggers(self, conn: sa.Connection) -> None:
-        for statement in self.sync.create_triggers(conn.dialect.name):
-            conn.exec_driver_sql(statement)
+    def expand(self, conn: sa.Connection) -> None:
+        """The recipe's expand revision: relax, then install the sync."""
+        with in_revision(conn):
+            for column in self.relaxed:
+                ddl.drop_not_null(self.table, column)
+            ddl.install_sync(self.sync)
+
+    def defaults(self, columns: tuple[str, ...]) -> Values:
+        """What an INSERT that names none of ``columns`` leaves in them."""
+        return tuple(self.sync.defaults.get(c) for c in columns)
 
     def agree(self, old: Values, new: Values) -> bool:
         """The rule's "agree", in Python."""
         return same(old, self.to_old(new)) or same(new, self.to_new(old))
+
+
+@contextlib.contextmanager
+def in_revision(conn: sa.Connection) -> Iterator[None]:
+    """``rpccompat.db.ddl`` operations on ``conn``, as a revision runs them."""
+    with EnvironmentContext(Config(), None) as environment:
+        environment.configure(connection=conn)
+        with Operations.context(environment.get_context()):
+            yield
 
 
 def same(a: Values, b: Values) -> bool:
@@ -147,10 +171,63 @@ QUOTA = Shape(
     to_old=lambda new: (None if new[0] is None else str(new[0]),),
 )
 
+COUNTER = Shape(
+    recipes.widened_integer("counters", "id", "hits", "hits_big"),
+    {"hits": "INTEGER", "hits_big": "BIGINT"},
+    old_values=[(None,), (0,), (-5,), (2**31 - 1,), (-(2**31),)],
+    new_values=[(None,), (7,), (2**31 - 1,), (2**31,), (2**40,), (-(2**40),)],
+    to_new=lambda old: old,
+    to_old=lambda new: (_fits_32_bits(new[0]),),
+)
+
+# The old column NOT NULL with no default: a new-shape INSERT would leave it
+# NULL (on SQLite before the AFTER trigger fills it), so expand relaxes it.
+HOSTNAME = Shape(
+    ColumnSync.rename("hosts", "id", "hostname", "host_name"),
+    {"hostname": "VARCHAR(64)", "host_name": "VARCHAR(64)"},
+    old_values=[("alpha",), ("beta",), ("gamma delta",)],
+    new_values=[(None,), ("alpha",), ("epsilon",)],
+    to_new=lambda old: old,
+    to_old=lambda new: new,
+    relaxed=("hostname",),
+)
+
+# A new NOT NULL column with a default, from an old one with a default: an
+# INSERT that names one shape leaves the other at its default.
+STATE = Shape(
+    recipes.value_map(
+        "switches",
+        "id",
+        "enabled",
+        "state",
+        {True: "enabled", False: "disabled"},
+        {"enabled": True},
+        old_default=False,
+        defaults={"enabled": True, "state": "enabled"},
+    ),
+    {
+        "enabled": "BOOLEAN DEFAULT TRUE",
+        "state": "VARCHAR(8) NOT NULL DEFAULT 'enabled'",
+    },
+    old_values=[(True,), (False,)],
+    new_values=[("enabled",), ("disabled",), ("standby",)],
+    to_new=lambda old: ({None: None, True: "enabled", False: "disabled"}[old[0]],),
+    to_old=lambda new: (None if new[0] is None else new[0] == "enabled",),
+    relaxed=("enabled",),
+)
+
+
+def _fits_32_bits(value: int | None) -> int | None:
+    return value if value is not None and -(2**31) <= value < 2**31 else None
+
+
 SHAPES = {
     "rename": RENAME,
     "lossy": VISIBILITY,
     "split": ENDPOINT,
     "merge": FULL_NAME,
     "integer": QUOTA,
+    "widened": COUNTER,
+    "relaxed": HOSTNAME,
+    "defaults": STATE,
 }

@@ -359,7 +359,7 @@ def test_the_backfill_keeps_what_the_new_release_wrote_under_a_lossy_mapping(eng
             sa.text("INSERT INTO images (id, is_public) VALUES (:id, :public)"),
             [{"id": f"img-{i:02d}", "public": i % 2 == 0} for i in range(20)],
         )
-        VISIBILITY.install_triggers(conn)
+        VISIBILITY.expand(conn)
         conn.exec_driver_sql(
             "UPDATE images SET visibility = 'private' WHERE id = 'img-03'"
         )

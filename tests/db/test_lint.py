@@ -87,6 +87,17 @@ def test_a_drop_in_expand_fails_on_every_backend(tmp_path):
         assert ("next_expand", "drop-in-expand") in rules(findings, dialect)
 
 
+def test_relaxing_a_column_in_expand_is_no_finding_on_any_backend(tmp_path):
+    tree = make_tree(
+        tmp_path,
+        expand="""
+        def upgrade():
+            ddl.drop_not_null("t", "c")
+        """,
+    )
+    assert lint.lint(tree) == []
+
+
 @pytest.mark.parametrize(
     "sql",
     [

@@ -89,27 +89,50 @@ class Model:
 
     def written(self, step: Step) -> tuple[Values, Values]:
         """The row a write leaves, or Refused."""
-        nones = (
-            (None,) * len(self.shape.sync.old),
-            (None,) * len(self.shape.sync.new),
-        )
+        sync = self.shape.sync
         before = self.rows.get(step.key) if step.kind == "update" else None
-        current_old, current_new = before or nones
+        current_old, current_new = before or self.inserted()
         old = current_old if step.old is None else step.old
         new = current_new if step.new is None else step.new
-        if before is None:  # an insert writes what it sets non-NULL
-            old_written = not same(old, nones[0])
-            new_written = not same(new, nones[1])
+        if before is None:  # an insert writes what it sets, but for defaults
+            old_written = self.named(sync.old, old)
+            new_written = self.named(sync.new, new)
         else:  # an update what it changes
             old_written = not same(old, current_old)
             new_written = not same(new, current_new)
-        if self.shape.agree(old, new) or not (old_written or new_written):
+        if self.shape.agree(old, new):
             return old, new
         if old_written and new_written:
             raise Refused
+        if before is None and not (old_written or new_written):
+            old_written = any(v is not None for v in old)  # whichever is set
+            new_written = any(v is not None for v in new)
         if old_written:
             return old, self.shape.to_new(old)
-        return self.shape.to_old(new), new
+        if new_written:
+            return self.shape.to_old(new), new
+        return old, new
+
+    def inserted(self) -> tuple[Values, Values]:
+        """A row as an INSERT that names neither shape leaves it."""
+        sync = self.shape.sync
+        return self.shape.defaults(sync.old), self.shape.defaults(sync.new)
+
+    def named(self, columns: tuple[str, ...], values: Values) -> bool:
+        """Whether an INSERT set one of ``columns``: non-NULL, not its default."""
+        defaults = self.shape.sync.defaults
+        return any(
+            v is not None and (c not in defaults or not same((v,), (defaults[c],)))
+            for c, v in zip(columns, values, strict=True)
+        )
+
+    def unconverted(self, key: str) -> bool:
+        """Whether the row's new shape is as expand left it (see read())."""
+        defaults = self.shape.sync.defaults
+        return all(
+            v is None or (c in defaults and same((v,), (defaults[c],)))
+            for c, v in zip(self.shape.sync.new, self.rows[key][1], strict=True)
+        )
 
     def convert(self, key: str) -> None:
         """The backfill's and migrate-on-load's conversion of one row."""
@@ -155,7 +178,7 @@ def generate(shape: Shape, seed: int, one_writer_at_once: bool) -> list[Step]:
     steps = [Step("legacy", key=k, old=rng.choice(shape.old_values)) for k in legacy]
     model = Model(shape)
     for step in steps:
-        model.rows[step.key] = (step.old, (None,) * len(shape.sync.new))
+        model.rows[step.key] = (step.old, shape.defaults(shape.sync.new))
     while len(steps) < LEGACY_ROWS + STEPS:
         steps.append(_next_step(rng, shape, model, one_writer_at_once))
         _apply(model, steps[-1])
@@ -286,7 +309,7 @@ class Run:
             return
         if not self.expanded:
             with self.engine.begin() as conn:
-                self.shape.install_triggers(conn)
+                self.shape.expand(conn)
             self.expanded = True
         if step.kind in ENDS:
             self.end(step.conn, step.kind == "commit")
@@ -302,7 +325,7 @@ class Run:
         """A row the old release wrote before expand: no new value, no trigger."""
         if self.expanded or step.key in self.model.rows:
             return
-        self.model.rows[step.key] = (step.old, (None,) * len(self.shape.sync.new))
+        self.model.rows[step.key] = (step.old, self.shape.defaults(self.shape.sync.new))
         with self.engine.begin() as conn:
             self.execute(
                 conn,
@@ -478,9 +501,7 @@ class Run:
         """What read() returned: the rows as the rule says, converted; a row
         a writer held may come as it was before that writer committed."""
         for key in step.keys:
-            if key in self.model.rows and all(
-                v is None for v in self.model.rows[key][1]
-            ):
+            if key in self.model.rows and self.model.unconverted(key):
                 self.model.convert(key)
         returned = {row[0]: tuple(row[1:]) for row in rows}
         for key in step.keys:

@@ -253,7 +253,7 @@ def images(engine: sa.Engine) -> sa.Engine:
         conn.exec_driver_sql(
             "INSERT INTO images (id, is_public) VALUES ('before', false)"
         )
-        VISIBILITY.install_triggers(conn)
+        VISIBILITY.expand(conn)
     return engine
 
 
