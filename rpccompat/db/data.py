@@ -132,9 +132,10 @@ class Backfill:
         self.__name__ = f"backfill_{sync.name}"
 
     def __call__(self, context: DataContext, max_count: int) -> tuple[int, int]:
-        key = self.sync.table_clause.c[self.sync.key]
         conn = context.connection
         with conn.begin():
+            sync = self.sync.typed(conn)
+            key = sync.table_clause.c[sync.key]
             state = context.cursor() or {}
             if "until" not in state:
                 # Rows written from now on pass through the triggers:
@@ -149,12 +150,12 @@ class Backfill:
                 sa.select(key).where(*span).order_by(key).limit(max_count).subquery()
             )
             found, last = conn.execute(
-                sa.select(sa.func.count(), sa.func.max(window.c[self.sync.key]))
+                sa.select(sa.func.count(), sa.func.max(window.c[sync.key]))
             ).one()
             if not found:
                 return 0, 0
             span[0] = key <= last
-            done = conn.execute(self.sync.convert(sa.and_(*span))).rowcount
+            done = conn.execute(sync.convert(sa.and_(*span))).rowcount
             context.save_cursor({"after": last, "until": state["until"]})
             return found, done
 

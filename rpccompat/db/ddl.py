@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateColumn
 
 from rpccompat.db import waiting
@@ -291,12 +292,30 @@ def add_column(table: str, column: sa.Column) -> None:
     """Add a column; it must be nullable or have a constant default.
 
     Already there (an interrupted run added it): checked to be the declared
-    column, and not added again.
+    column, and not added again.  A named ``sa.Enum`` is a type of its own
+    on PostgreSQL: created first, unless it exists (another column's, or an
+    interrupted run's).
     """
     if _has_column(table, column):
         return
+    _create_enum_type(column.type)
     spec = CreateColumn(column).compile(dialect=op.get_context().dialect)
     _alter_online(f"ALTER TABLE {_q(table)} ADD COLUMN {spec}")
+
+
+def _create_enum_type(type_: sa.types.TypeEngine[Any]) -> None:
+    if not (
+        _dialect() == "postgresql"
+        and isinstance(type_, sa.Enum)
+        and type_.native_enum
+        and type_.name
+    ):
+        return
+    enum = postgresql.ENUM(*type_.enums, name=type_.name, schema=type_.schema)
+    if context.is_offline_mode():
+        op.execute(postgresql.CreateEnumType(enum))
+    else:
+        enum.create(op.get_bind(), checkfirst=True)
 
 
 def drop_not_null(table: str, column: str) -> None:
@@ -563,6 +582,7 @@ def install_sync(sync: ColumnSync) -> None:
     if not context.is_offline_mode():  # those an interrupted run made stay
         present = installed_triggers(op.get_bind(), sync.table)
         names = [n for n in names if n not in present]
+        sync = sync.typed(op.get_bind())
     if names:
         execute(*sync.create_triggers(dialect, names))
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -91,9 +92,11 @@ class ColumnSync:
     ``to_new`` receives the old columns as attributes and returns the value
     of each new column as a SQLAlchemy expression; ``to_old`` the reverse.
     ``key`` is the primary key: triggers and the backfill address rows by it.
-    ``types`` names the SQL type of columns whose converted value PostgreSQL
-    would not store or compare without a cast (an enum, an integer from a
-    text expression); the conversion is cast to it there.
+    On PostgreSQL, which neither stores nor compares text as an enum (nor
+    an integer from a text expression) without a cast, each converted value
+    is cast to its column's type as the database has it (:meth:`typed`);
+    ``types`` gives it instead, where there is no database to ask (the
+    offline SQL of the lint).
     ``defaults`` gives the server default of each column that has one: an
     INSERT that leaves a column at its default did not name it, so the other
     shape, if the INSERT set it, is the one converted from.
@@ -197,9 +200,37 @@ class ColumnSync:
         keys = list(keys)
         if not keys:
             return 0
+        typed = self.typed(conn)
         return conn.execute(
-            self.convert(self.table_clause.c[self.key].in_(keys))
+            typed.convert(typed.table_clause.c[self.key].in_(keys))
         ).rowcount
+
+    def typed(self, conn: sa.Connection) -> ColumnSync:
+        """This sync, its conversions cast to their columns' types on
+        PostgreSQL as ``conn``'s database has them.
+
+        Read once per engine: a column's type does not change during the
+        mixed period.  String columns are left out: a value cast to
+        ``VARCHAR(n)`` would be cut to ``n`` where storing it is refused.
+        """
+        if conn.dialect.name != "postgresql":
+            return self
+        known = _TYPED.setdefault(conn.engine, {})
+        if self not in known:
+            reflected = {
+                c["name"]: c["type"] for c in sa.inspect(conn).get_columns(self.table)
+            }
+            columns = (*self.old, *self.new)
+            types = {
+                c: reflected[c]
+                for c in columns
+                if c in reflected and not _is_text(reflected[c])
+            }
+            typed = dataclasses.replace(self, types={**types, **self.types})
+            if not set(columns) <= reflected.keys():
+                return typed  # expand has yet to add them: asked again
+            known[self] = typed
+        return known[self]
 
     def read(self, conn: sa.Connection, query: sa.Select) -> list[sa.Row]:
         """Rows of ``query`` with the new columns filled: migrate on load.
@@ -389,6 +420,15 @@ END"""
                 f"BEGIN {action} END"
             ]
         return statements
+
+
+_TYPED: weakref.WeakKeyDictionary[sa.Engine, dict[ColumnSync, ColumnSync]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _is_text(type_: TypeEngine[Any]) -> bool:
+    return isinstance(type_, sa.String) and not isinstance(type_, sa.Enum)
 
 
 def _equal(source: Any, values: dict[str, ColumnElement[Any]]) -> ColumnElement[bool]:
