@@ -402,7 +402,10 @@ def create_index(
     """Create an index, or check the one an interrupted run built.
 
     PostgreSQL: an index an interrupted ``CREATE INDEX CONCURRENTLY`` left
-    invalid is dropped and built again.
+    invalid is dropped and built again.  A unique index on rows that share
+    a value is refused with how many values are shared and the query that
+    lists them, and leaves nothing behind: removing them is a data
+    migration's job, before the index (see the recipes in the documentation).
     """
     _drop_invalid_index(name)
     existing = None if context.is_offline_mode() else _indexes(table).get(name)
@@ -411,13 +414,36 @@ def create_index(
         return
     kind = "UNIQUE INDEX" if unique else "INDEX"
     cols = ", ".join(_q(c) for c in columns)
-    _index_ddl(
-        table,
-        mysql_clause=f"ADD {kind} {_q(name)} ({cols})",
-        postgresql=f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
-        f"ON {_q(table)} ({cols})",
-        other=f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})",
+    try:
+        _index_ddl(
+            table,
+            mysql_clause=f"ADD {kind} {_q(name)} ({cols})",
+            postgresql=f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
+            f"ON {_q(table)} ({cols})",
+            other=f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})",
+        )
+    except sa.exc.IntegrityError as e:
+        _drop_invalid_index(name)
+        raise MigrationError(
+            f"unique index {name} on {table} ({', '.join(columns)}): "
+            f"{_duplicates(table, columns)} distinct values are each in more "
+            "than one row; remove the duplicates (list them with: "
+            f"{_duplicates_query(table, columns)}), then run again"
+        ) from e
+
+
+def _duplicates_query(table: str, columns: Sequence[str]) -> str:
+    cols = ", ".join(_q(c) for c in columns)
+    present = " AND ".join(f"{_q(c)} IS NOT NULL" for c in columns)
+    return (
+        f"SELECT {cols}, COUNT(*) FROM {_q(table)} WHERE {present} "
+        f"GROUP BY {cols} HAVING COUNT(*) > 1"
     )
+
+
+def _duplicates(table: str, columns: Sequence[str]) -> int:
+    query = f"SELECT COUNT(*) FROM ({_duplicates_query(table, columns)}) shared"
+    return op.get_bind().exec_driver_sql(query).scalar_one()
 
 
 def drop_index(name: str, table: str) -> None:

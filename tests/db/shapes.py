@@ -68,10 +68,15 @@ class Shape:
 
 @contextlib.contextmanager
 def in_revision(conn: sa.Connection) -> Iterator[None]:
-    """``rpccompat.db.ddl`` operations on ``conn``, as a revision runs them."""
+    """``rpccompat.db.ddl`` operations on ``conn``, as a revision runs them:
+    in a transaction of Alembic's when ``conn`` has none (a PostgreSQL index
+    build commits it to run outside), else in ``conn``'s."""
     with EnvironmentContext(Config(), None) as environment:
         environment.configure(connection=conn)
-        with Operations.context(environment.get_context()):
+        with (
+            environment.begin_transaction(),
+            Operations.context(environment.get_context()),
+        ):
             yield
 
 

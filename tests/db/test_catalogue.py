@@ -7,10 +7,14 @@ column and the table, the sync triggers, and a second run doing nothing.
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 import sqlalchemy as sa
 
 from rpccompat.db import ColumnSync, ddl
 from rpccompat.db.sync import installed_triggers
+from rpccompat.exceptions import MigrationError
 from tests.db.shapes import in_revision
 
 SYNC = ColumnSync.rename("hosts", "id", "hostname", "host_name")
@@ -77,3 +81,80 @@ def test_drop_not_null_lets_a_new_shape_insert_in_and_keeps_the_rest(engine):
         (3, "three", "three", "nova"),
         (4, "four", "four", "nova"),
     ]
+
+
+def test_a_unique_index_is_refused_over_duplicates_then_built_under_writes(
+    engine,
+):
+    """Shared values refuse the index, name how many and leave nothing
+    behind; without them it is built while a writer goes on inserting."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE ports (id INTEGER PRIMARY KEY, mac VARCHAR(17))"
+        )
+        conn.execute(
+            sa.text("INSERT INTO ports (id, mac) VALUES (:id, :mac)"),
+            [
+                {"id": i, "mac": mac}
+                for i, mac in enumerate(["a", "a", "b", "c", "c", "c", None, None])
+            ],
+        )
+    build = _unique_mac_index(engine)
+    with pytest.raises(MigrationError, match="2 distinct values are each in more"):
+        build()
+    assert sa.inspect(engine).get_indexes("ports") == []
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM ports WHERE id IN (1, 4, 5)")
+    writer = _Writer(engine, first_id=100)
+    writer.start()
+    try:
+        build()
+    finally:
+        writer.stop()
+    assert writer.error is None and writer.written > 0
+    [index] = sa.inspect(engine).get_indexes("ports")
+    assert (index["name"], index["column_names"], bool(index["unique"])) == (
+        "ports_mac",
+        ["mac"],
+        True,
+    )
+    build()  # run again: the index is there, nothing is done
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO ports (id, mac) VALUES (9, 'a')")
+
+
+def _unique_mac_index(engine: sa.Engine):
+    def build() -> None:
+        with engine.connect() as conn, in_revision(conn):
+            ddl.create_index("ports_mac", "ports", ["mac"], unique=True)
+
+    return build
+
+
+class _Writer(threading.Thread):
+    """The running service: inserts of distinct values, one at a time."""
+
+    def __init__(self, engine: sa.Engine, first_id: int) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.next_id = engine, first_id
+        self.written, self.error = 0, None
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.text("INSERT INTO ports (id, mac) VALUES (:id, :mac)"),
+                        {"id": self.next_id, "mac": f"m{self.next_id}"},
+                    )
+                self.next_id += 1
+                self.written += 1
+                self.stopping.wait(0.005)
+        except Exception as e:  # asserted by the test
+            self.error = e
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=60)
+        assert not self.is_alive(), "an insert never returned"
