@@ -3,6 +3,7 @@
 What a service project touches::
 
     from rpccompat.db import MigrationTree, DataMigrations, ColumnSync, Backfill
+    from rpccompat.db import MovedColumns  # columns moved to a new table
     from rpccompat.db import ddl      # in revision scripts
     from rpccompat.db import Database # expand, migrate, contract, status
 
@@ -17,6 +18,7 @@ from rpccompat.db.data import (
     Totals,
 )
 from rpccompat.db.database import Blocker, Check, Database, Status, TreeVersion
+from rpccompat.db.moved import MovedColumns
 from rpccompat.db.sync import ColumnSync
 from rpccompat.db.tree import FRAMEWORK, MigrationTree
 
@@ -30,6 +32,7 @@ __all__ = [
     "DataMigrations",
     "Database",
     "MigrationTree",
+    "MovedColumns",
     "Status",
     "Throttle",
     "Totals",

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from rpccompat.db.sync import ColumnSync
+from rpccompat.db.sync import Sync
 from rpccompat.exceptions import first_line
 from rpccompat.registry import NAMING_CONVENTION, utcnow
 
@@ -113,29 +113,29 @@ class DataMigrations:
 
 
 class Backfill:
-    """The data migration of a :class:`ColumnSync`: keyset batches by key.
+    """The data migration of a sync (a :class:`ColumnSync` or a
+    :class:`MovedColumns`): keyset batches by key.
 
     Each call converts the next ``max_count`` keys after the stored cursor
     and moves the cursor in the same transaction.  The first call notes the
     highest key: expand installed the sync triggers before migrate starts,
     so rows written since, whatever their key, are converted already and the
     backfill ends there instead of chasing new inserts.  Within its keys it
-    converts only rows whose shapes disagree (:meth:`ColumnSync.convert`),
+    converts only rows whose shapes disagree (``sync.migrate``),
     so a row either release wrote since expand - a random key below the
     highest included - is kept as written.  Unlike ``WHERE new
     IS NULL LIMIT n`` it never rescans converted rows, so the last batch
     costs what the first did.
     """
 
-    def __init__(self, sync: ColumnSync) -> None:
+    def __init__(self, sync: Sync) -> None:
         self.sync = sync
         self.__name__ = f"backfill_{sync.name}"
 
     def __call__(self, context: DataContext, max_count: int) -> tuple[int, int]:
+        key = self.sync.table_clause.c[self.sync.key]
         conn = context.connection
         with conn.begin():
-            sync = self.sync.typed(conn)
-            key = sync.table_clause.c[sync.key]
             state = context.cursor() or {}
             if "until" not in state:
                 # Rows written from now on pass through the triggers:
@@ -150,12 +150,12 @@ class Backfill:
                 sa.select(key).where(*span).order_by(key).limit(max_count).subquery()
             )
             found, last = conn.execute(
-                sa.select(sa.func.count(), sa.func.max(window.c[sync.key]))
+                sa.select(sa.func.count(), sa.func.max(window.c[self.sync.key]))
             ).one()
             if not found:
                 return 0, 0
             span[0] = key <= last
-            done = conn.execute(sync.convert(sa.and_(*span))).rowcount
+            done = self.sync.migrate(conn, sa.and_(*span))
             context.save_cursor({"after": last, "until": state["until"]})
             return found, done
 

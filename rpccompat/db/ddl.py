@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateColumn
 
 from rpccompat.db import waiting
-from rpccompat.db.sync import ColumnSync, installed_triggers
+from rpccompat.db.sync import Sync, installed_triggers
 from rpccompat.exceptions import LockNotGranted, MigrationError
 
 LOG = logging.getLogger(__name__)
@@ -594,7 +594,7 @@ def _check_orphans(
         )
 
 
-def install_sync(sync: ColumnSync) -> None:
+def install_sync(sync: Sync) -> None:
     """Install the sync triggers of ``sync`` (skipped by ``db sync``).
 
     ``db sync`` runs expand, migrate and contract with no service running, so
@@ -606,12 +606,13 @@ def install_sync(sync: ColumnSync) -> None:
     dialect = _dialect()
     names = sync.trigger_names(dialect)
     if not context.is_offline_mode():  # those an interrupted run made stay
-        present = installed_triggers(op.get_bind(), sync.table)
+        conn = op.get_bind()
+        present = set().union(*(installed_triggers(conn, t) for t in sync.tables))
         names = [n for n in names if n not in present]
         sync = sync.typed(op.get_bind())
     if names:
         execute(*sync.create_triggers(dialect, names))
 
 
-def drop_sync(sync: ColumnSync) -> None:
+def drop_sync(sync: Sync) -> None:
     execute(*sync.drop_triggers(_dialect()))

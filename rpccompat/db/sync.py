@@ -41,7 +41,7 @@ import functools
 import hashlib
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import dialects
@@ -62,6 +62,29 @@ REFUSED = "wrote the old and the new columns with values that disagree"
 IDENTIFIER_LIMITS = {"postgresql": 63, "mysql": 64}
 HASH_LENGTH = 8
 SQLITE_TRIGGERS = ("ins_new", "ins_old", "upd_new", "upd_old")
+
+
+class Sync(Protocol):
+    """What installing, dropping and backfilling need of a declaration:
+    :class:`ColumnSync`, or :class:`rpccompat.db.moved.MovedColumns`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def tables(self) -> tuple[str, ...]: ...
+    @property
+    def table_clause(self) -> sa.TableClause: ...
+    def trigger_names(self, dialect: str) -> list[str]: ...
+    def create_triggers(
+        self, dialect: str, names: Collection[str] | None = None
+    ) -> list[str]: ...
+    def drop_triggers(self, dialect: str) -> list[str]: ...
+    def migrate(self, conn: sa.Connection, where: ColumnElement[bool]) -> int: ...
+    def typed(self, conn: sa.Connection) -> Sync: ...
 
 
 def fit_identifier(name: str, dialect: str) -> str:
@@ -171,12 +194,15 @@ class ColumnSync:
             _equal(source, self.new_values(source)),
         )
 
-    @functools.cached_property
+    @property
     def table_clause(self) -> sa.TableClause:
-        """The table as the conversion sees it: one object, so every clause
-        built on it names one table."""
-        columns = (self.key, *self.old, *self.new)
-        return sa.table(self.table, *(sa.column(c) for c in columns))
+        """The table as the conversion sees it."""
+        return table_clause(self.table, (self.key, *self.old, *self.new))
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables its triggers are on."""
+        return (self.table,)
 
     # -- rows: the backfill and migrate-on-load ----------------------------
 
@@ -195,15 +221,16 @@ class ColumnSync:
             .values(self.new_values(table.c))
         )
 
+    def migrate(self, conn: sa.Connection, where: ColumnElement[bool]) -> int:
+        """Convert the rows of ``where`` that need it; returns how many did."""
+        return conn.execute(self.typed(conn).convert(where)).rowcount
+
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
         """Convert these rows now; returns how many needed it (see read)."""
         keys = list(keys)
         if not keys:
             return 0
-        typed = self.typed(conn)
-        return conn.execute(
-            typed.convert(typed.table_clause.c[self.key].in_(keys))
-        ).rowcount
+        return self.migrate(conn, self.table_clause.c[self.key].in_(keys))
 
     def typed(self, conn: sa.Connection) -> ColumnSync:
         """This sync, its conversions cast to their columns' types on
@@ -420,6 +447,13 @@ END"""
                 f"BEGIN {action} END"
             ]
         return statements
+
+
+@functools.cache
+def table_clause(table: str, columns: tuple[str, ...]) -> sa.TableClause:
+    """One object per table and columns, so that every clause built for a
+    sync, or for its typed copy, names one table."""
+    return sa.table(table, *(sa.column(c) for c in columns))
 
 
 _TYPED: weakref.WeakKeyDictionary[sa.Engine, dict[ColumnSync, ColumnSync]] = (

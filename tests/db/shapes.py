@@ -13,31 +13,43 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 
-from rpccompat.db import ColumnSync, ddl, recipes
+from rpccompat.db import ColumnSync, MovedColumns, ddl, recipes
 
 Values = tuple  # one value per column of a shape, in declaration order
 
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    sync: ColumnSync
-    types: dict[str, str]  # SQL type of each old and new column, its default
+    """A change of one table's columns (a :class:`ColumnSync`), and how the
+    model test writes and reads each of its shapes."""
+
+    sync: Any  # ColumnSync here, MovedColumns in MovedShape
+    types: dict[str, str]  # SQL type of each column of the old table, its default
     old_values: list[Values]
     new_values: list[Values]
     to_new: Callable[[Values], Values]
     to_old: Callable[[Values], Values]
     relaxed: tuple[str, ...] = ()  # old columns NOT NULL until expand
+    #: A write of both shapes is one statement (refused if they disagree),
+    #: or, across two tables, two: the old shape's, then the new one's.
+    both_in_turn = False
 
     @property
     def table(self) -> str:
         return self.sync.table
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Dropped in this order before a run."""
+        return (self.table,)
 
     def create_table(self, conn: sa.Connection) -> None:
         """The table, before expand: no triggers yet."""
@@ -57,13 +69,154 @@ class Shape:
                 ddl.drop_not_null(self.table, column)
             ddl.install_sync(self.sync)
 
+    @property
+    def column_defaults(self) -> Mapping[str, Any]:
+        """The server defaults: a move declares none."""
+        return getattr(self.sync, "defaults", {})
+
     def defaults(self, columns: tuple[str, ...]) -> Values:
         """What an INSERT that names none of ``columns`` leaves in them."""
-        return tuple(self.sync.defaults.get(c) for c in columns)
+        return tuple(self.column_defaults.get(c) for c in columns)
 
     def agree(self, old: Values, new: Values) -> bool:
         """The rule's "agree", in Python."""
         return same(old, self.to_old(new)) or same(new, self.to_new(old))
+
+    # -- rows, as each release writes and reads them ------------------------------
+
+    def write(
+        self,
+        conn: sa.Connection,
+        verb: str,
+        key: str,
+        old: Values | None,
+        new: Values | None,
+    ) -> None:
+        """INSERT or UPDATE the row ``key``, with the shapes given."""
+        values = {}
+        for names, written in ((self.sync.old, old), (self.sync.new, new)):
+            if written is not None:
+                values |= dict(zip(names, written, strict=True))
+        _write(conn, self.table, verb, key, values)
+
+    def select(
+        self, conn: sa.Connection, key: str | None = None
+    ) -> dict[str, tuple[Values, Values]]:
+        """Each row's two shapes, as stored."""
+        old, new = self.sync.old, self.sync.new
+        where = "" if key is None else " WHERE id = :id"
+        rows = conn.execute(
+            sa.text(f"SELECT id, {', '.join((*old, *new))} FROM {self.table}{where}"),
+            {"id": key},
+        )
+        return {
+            r[0]: (tuple(r[1 : 1 + len(old)]), tuple(r[1 + len(old) :])) for r in rows
+        }
+
+    def read(self, conn: sa.Connection, keys: tuple[str, ...]) -> list[tuple]:
+        """The new release's read: migrate on load."""
+        table = sa.table(self.table, *(sa.column(c) for c in ["id", *self.sync.new]))
+        query = (
+            sa.select(table.c.id, *(table.c[c] for c in self.sync.new))
+            .where(table.c.id.in_(keys))
+            .order_by(table.c.id)
+        )
+        return [tuple(row) for row in self.sync.read(conn, query)]
+
+    def migrates(self, statement: str) -> bool:
+        """Whether ``statement`` is the backfill's conversion."""
+        return statement.startswith(f"UPDATE {self.table}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MovedShape(Shape):
+    """Columns moved into a new table (:class:`MovedColumns`), which expand
+    creates with ``to_columns``."""
+
+    to_columns: tuple[Callable[[], sa.Column], ...] = ()
+    both_in_turn = True
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.sync.to_table, self.table)
+
+    def expand(self, conn: sa.Connection) -> None:
+        with in_revision(conn):
+            ddl.create_table(
+                self.sync.to_table,
+                sa.Column(
+                    self.sync.to_key,
+                    sa.String(36),
+                    sa.ForeignKey(f"{self.table}.id", ondelete="CASCADE"),
+                    primary_key=True,
+                ),
+                *(column() for column in self.to_columns),
+            )
+            ddl.install_sync(self.sync)
+
+    def write(
+        self,
+        conn: sa.Connection,
+        verb: str,
+        key: str,
+        old: Values | None,
+        new: Values | None,
+    ) -> None:
+        """The old table's row, then the new table's: as the new release
+        writes its row (it names no old column), an update of the new
+        table's row or, when it has none, an insert."""
+        sync = self.sync
+        if verb == "INSERT" or old is not None:
+            values = {} if old is None else dict(zip(sync.old, old, strict=True))
+            _write(conn, self.table, verb, key, values)
+        if new is None:
+            return
+        values = dict(zip(sync.new, new, strict=True))
+        to = sa.table(sync.to_table, *(sa.column(c) for c in (sync.to_key, *values)))
+        updated = conn.execute(
+            to.update().where(to.c[sync.to_key] == key).values(values)
+        ).rowcount
+        if not updated:
+            conn.execute(to.insert().values({sync.to_key: key, **values}))
+
+    def select(
+        self, conn: sa.Connection, key: str | None = None
+    ) -> dict[str, tuple[Values, Values]]:
+        s = self.sync
+        where = "" if key is None else " WHERE o.id = :id"
+        columns = [f"o.{c}" for c in s.old] + [f"n.{c}" for c in s.new]
+        rows = conn.execute(
+            sa.text(
+                f"SELECT o.id, {', '.join(columns)} FROM {self.table} o "
+                f"LEFT JOIN {s.to_table} n ON n.{s.to_key} = o.id{where}"
+            ),
+            {"id": key},
+        )
+        n = len(s.old)
+        return {r[0]: (tuple(r[1 : 1 + n]), tuple(r[1 + n :])) for r in rows}
+
+    def read(self, conn: sa.Connection, keys: tuple[str, ...]) -> list[tuple]:
+        return [(k, *v) for k, v in sorted(self.sync.read(conn, keys).items())]
+
+    def migrates(self, statement: str) -> bool:
+        return statement.startswith("INSERT") and self.sync.to_table in statement
+
+
+def _write(
+    conn: sa.Connection, table: str, verb: str, key: str, values: dict[str, Any]
+) -> None:
+    if verb == "INSERT":
+        names = ["id", *values]
+        statement = (
+            f"INSERT INTO {table} ({', '.join(names)}) "
+            f"VALUES ({', '.join(':' + n for n in names)})"
+        )
+    elif not values:
+        return
+    else:
+        sets = ", ".join(f"{n} = :{n}" for n in values)
+        statement = f"UPDATE {table} SET {sets} WHERE id = :id"
+    conn.execute(sa.text(statement), {"id": key, **values})
 
 
 @contextlib.contextmanager
@@ -226,6 +379,26 @@ def _fits_32_bits(value: int | None) -> int | None:
     return value if value is not None and -(2**31) <= value < 2**31 else None
 
 
+# Heat's case: a resource's properties moved into a table of their own.
+PROPERTIES = MovedShape(
+    MovedColumns(
+        "resources",
+        "id",
+        {"properties": "data", "template": "template_name"},
+        "resource_properties",
+        "resource_id",
+    ),
+    {"properties": "VARCHAR(64)", "template": "VARCHAR(32)"},
+    old_values=[(None, None), ("{}", None), ('{"a": 1}', "t1"), (None, "t2")],
+    new_values=[(None, None), ("{}", "t1"), ('{"b": 2}', None), (None, "t3")],
+    to_new=lambda old: old,
+    to_old=lambda new: new,
+    to_columns=(
+        lambda: sa.Column("data", sa.String(64)),
+        lambda: sa.Column("template_name", sa.String(32)),
+    ),
+)
+
 SHAPES = {
     "rename": RENAME,
     "lossy": VISIBILITY,
@@ -235,4 +408,5 @@ SHAPES = {
     "widened": COUNTER,
     "relaxed": HOSTNAME,
     "defaults": STATE,
+    "moved": PROPERTIES,
 }

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from rpccompat.db import ColumnSync, ddl
 from rpccompat.db.sync import installed_triggers
 from rpccompat.exceptions import MigrationError
-from tests.db.shapes import in_revision
+from tests.db.shapes import PROPERTIES, in_revision
 
 SYNC = ColumnSync.rename("hosts", "id", "hostname", "host_name")
 
@@ -158,3 +158,37 @@ class _Writer(threading.Thread):
         self.stopping.set()
         self.join(timeout=60)
         assert not self.is_alive(), "an insert never returned"
+
+
+def test_a_move_installs_on_both_tables_and_contracts_to_the_new_one(engine):
+    """Expand creates the new table and the triggers on both tables (a run
+    again adds nothing); the backfill fills the new table; contract drops
+    every trigger and the old columns, and the rows stay."""
+    shape = PROPERTIES
+    sync = shape.sync
+    with engine.begin() as conn:
+        shape.create_table(conn)
+        shape.write(conn, "INSERT", "r1", ('{"a": 1}', "t1"), None)
+        shape.write(conn, "INSERT", "r2", (None, None), None)
+        shape.expand(conn)
+        shape.expand(conn)
+        present = set().union(*(installed_triggers(conn, t) for t in sync.tables))
+        assert set(sync.trigger_names(conn.dialect.name)) <= present
+    with engine.begin() as conn:
+        assert sync.migrate(conn, sa.true()) == 1
+        assert sync.migrate(conn, sa.true()) == 0
+    with engine.begin() as conn, in_revision(conn):
+        ddl.drop_sync(sync)
+        for column in sync.old:
+            ddl.drop_column(sync.table, column)
+    with engine.begin() as conn:
+        for table in sync.tables:
+            assert installed_triggers(conn, table) == set()
+        assert [c["name"] for c in sa.inspect(conn).get_columns(sync.table)] == [
+            "id",
+            "note",
+        ]
+        rows = conn.exec_driver_sql(
+            f"SELECT {sync.to_key}, {', '.join(sync.new)} FROM {sync.to_table}"
+        ).all()
+    assert [tuple(r) for r in rows] == [("r1", '{"a": 1}', "t1")]

@@ -89,6 +89,26 @@ class Model:
 
     def written(self, step: Step) -> tuple[Values, Values]:
         """The row a write leaves, or Refused."""
+        if self.shape.both_in_turn and step.old is not None and step.new is not None:
+            return self.in_turn(step)
+        return self.written_at_once(step)
+
+    def in_turn(self, step: Step) -> tuple[Values, Values]:
+        """Both shapes written by two statements: the old one's, then the
+        new one's, which finds the row as the first left it."""
+        first = self.written_at_once(dataclasses.replace(step, new=None))
+        before = self.rows.get(step.key)
+        self.rows[step.key] = first
+        try:
+            then = dataclasses.replace(step, kind="update", old=None)
+            return self.written_at_once(then)
+        finally:
+            if before is None:
+                del self.rows[step.key]
+            else:
+                self.rows[step.key] = before
+
+    def written_at_once(self, step: Step) -> tuple[Values, Values]:
         sync = self.shape.sync
         before = self.rows.get(step.key) if step.kind == "update" else None
         current_old, current_new = before or self.inserted()
@@ -120,7 +140,7 @@ class Model:
 
     def named(self, columns: tuple[str, ...], values: Values) -> bool:
         """Whether an INSERT set one of ``columns``: non-NULL, not its default."""
-        defaults = self.shape.sync.defaults
+        defaults = self.shape.column_defaults
         return any(
             v is not None and (c not in defaults or not same((v,), (defaults[c],)))
             for c, v in zip(columns, values, strict=True)
@@ -128,7 +148,7 @@ class Model:
 
     def unconverted(self, key: str) -> bool:
         """Whether the row's new shape is as expand left it (see read())."""
-        defaults = self.shape.sync.defaults
+        defaults = self.shape.column_defaults
         return all(
             v is None or (c in defaults and same((v,), (defaults[c],)))
             for c, v in zip(self.shape.sync.new, self.rows[key][1], strict=True)
@@ -265,14 +285,14 @@ class Run:
     def __init__(self, engine: sa.Engine, shape: Shape) -> None:
         self.engine, self.shape = engine, shape
         self.model = Model(shape)
-        self.columns = [*shape.sync.old, *shape.sync.new]
         self.conns: dict[int, sa.Connection] = {}
         self.transactions: dict[int, sa.Transaction] = {}
         self.expanded = False
 
     def __enter__(self) -> Run:
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.shape.table}")
+            for table in self.shape.tables:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
             self.shape.create_table(conn)
             progress = data.progress_table
             conn.execute(progress.delete().where(progress.c.tree == TREE))
@@ -327,12 +347,7 @@ class Run:
             return
         self.model.rows[step.key] = (step.old, self.shape.defaults(self.shape.sync.new))
         with self.engine.begin() as conn:
-            self.execute(
-                conn,
-                "INSERT",
-                step.key,
-                dict(zip(self.shape.sync.old, step.old, strict=True)),
-            )
+            self.shape.write(conn, "INSERT", step.key, step.old, None)
 
     # -- writes --------------------------------------------------------------------
 
@@ -359,10 +374,15 @@ class Run:
             )
             return
         if step.kind == "touch":
-            self.execute(conn, "UPDATE", step.key, {"note": "touched"})
+            conn.execute(
+                sa.text(
+                    f"UPDATE {self.shape.table} SET note = 'touched' WHERE id = :id"
+                ),
+                {"id": step.key},
+            )
         else:
             model.rows[step.key] = model.written(step)
-            self.execute(conn, step.kind.upper(), step.key, self.values(step))
+            self.shape.write(conn, step.kind.upper(), step.key, step.old, step.new)
         self.compare_row(conn, step.key)
 
     def write_alone(self, conn: sa.Connection, step: Step) -> None:
@@ -372,7 +392,7 @@ class Run:
             expected = None
         try:
             with conn.begin():
-                self.execute(conn, step.kind.upper(), step.key, self.values(step))
+                self.shape.write(conn, step.kind.upper(), step.key, step.old, step.new)
         except sa.exc.DBAPIError as e:
             if expected is not None:
                 raise Divergence(f"refused, the rule accepts it: {e.orig}") from None
@@ -380,31 +400,6 @@ class Run:
         if expected is None:
             raise Divergence("accepted, the rule refuses it")
         self.model.rows[step.key] = expected
-
-    def values(self, step: Step) -> dict[str, Any]:
-        values = {}
-        for names, written in (
-            (self.shape.sync.old, step.old),
-            (self.shape.sync.new, step.new),
-        ):
-            if written is not None:
-                values |= dict(zip(names, written, strict=True))
-        return values
-
-    def execute(
-        self, conn: sa.Connection, verb: str, key: str, values: dict[str, Any]
-    ) -> None:
-        table = self.shape.table
-        if verb == "INSERT":
-            names = ["id", *values]
-            statement = (
-                f"INSERT INTO {table} ({', '.join(names)}) "
-                f"VALUES ({', '.join(':' + n for n in names)})"
-            )
-        else:
-            sets = ", ".join(f"{n} = :{n}" for n in values)
-            statement = f"UPDATE {table} SET {sets} WHERE id = :id"
-        conn.execute(sa.text(statement), {"id": key, **values})
 
     def end(self, number: int, commit: bool) -> None:
         transaction = self.transactions.pop(number, None)
@@ -443,9 +438,7 @@ class Run:
         me = threading.current_thread()
 
         def kill(conn, cursor, statement, *args) -> None:
-            if threading.current_thread() is me and statement.startswith(
-                f"UPDATE {self.shape.table}"
-            ):
+            if threading.current_thread() is me and self.shape.migrates(statement):
                 raise RuntimeError("killed before its commit")
 
         migration = DataMigration("model", MIGRATION, Backfill(self.shape.sync))
@@ -484,16 +477,8 @@ class Run:
                     self.model.convert(key)
 
     def read(self, step: Step) -> list[tuple]:
-        table = sa.table(
-            self.shape.table, *(sa.column(c) for c in ["id", *self.columns])
-        )
-        query = (
-            sa.select(table.c.id, *(table.c[c] for c in self.shape.sync.new))
-            .where(table.c.id.in_(step.keys))
-            .order_by(table.c.id)
-        )
         with self.engine.begin() as conn:
-            return [tuple(row) for row in self.shape.sync.read(conn, query)]
+            return self.shape.read(conn, step.keys)
 
     def check_read(
         self, step: Step, rows: list[tuple], before: dict, held: set[str]
@@ -521,17 +506,7 @@ class Run:
     def select(
         self, conn: sa.Connection, key: str | None = None
     ) -> dict[str, tuple[Values, Values]]:
-        old = self.shape.sync.old
-        where = "" if key is None else " WHERE id = :id"
-        rows = conn.execute(
-            sa.text(
-                f"SELECT id, {', '.join(self.columns)} FROM {self.shape.table}{where}"
-            ),
-            {"id": key},
-        )
-        return {
-            r[0]: (tuple(r[1 : 1 + len(old)]), tuple(r[1 + len(old) :])) for r in rows
-        }
+        return self.shape.select(conn, key)
 
     def compare_row(self, conn: sa.Connection, key: str) -> None:
         """The row as its writer sees it, right after the write."""

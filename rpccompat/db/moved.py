@@ -1,0 +1,329 @@
+"""Columns moved into a table of their own, kept in step both ways.
+
+Heat's case: a resource's properties leave the ``resource`` table for a
+``resource_properties`` table, one row per resource.  While release N-1
+writes the old columns and release N the new table, triggers on both
+tables copy each write across; the backfill and migrate-on-load create the
+new table's rows for the rows written before expand.
+
+The mixed-period rule of :mod:`rpccompat.db.sync`, for a move: a row of
+the old table is *in step* when its row in the new table holds the same
+values, a missing row counting as all NULL.  Only rows out of step are
+written:
+
+- an INSERT or UPDATE that writes the old columns writes (inserts or
+  updates) the row of the new table;
+- an INSERT of the new table's row that sets a value, or an UPDATE that
+  changes one, writes the old columns; its DELETE sets them NULL;
+- a transaction of the new release that writes both is two statements: the
+  later one wins;
+- the backfill and migrate-on-load insert the missing rows of the new table
+  for rows whose old columns hold a value.
+
+The new table's key is a foreign key to the old table's, ``ON DELETE
+CASCADE``: deleting a row deletes its moved columns on every backend.  On
+MySQL/MariaDB, where a trigger may not write the table whose statement
+fired it, a cascade fires no trigger, and each trigger writes the other
+table only when the rows disagree, which a write a trigger made never
+leaves them doing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import ColumnElement
+
+from rpccompat.db.sync import dialect_named, fit_identifier, table_clause
+
+# The triggers, by what fires them: a write of the old or of the new shape.
+TRIGGERS = ("old_ins", "old_upd", "new_ins", "new_upd", "new_del")
+_EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
+_IS_NOT_DISTINCT = {"postgresql": "IS NOT DISTINCT FROM", "mysql": "<=>"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MovedColumns:
+    """Columns of ``table`` moved to ``to_table``, whose ``to_key`` holds
+    the row's ``key``; ``columns`` maps each old column to its new name.
+    Values move as they are."""
+
+    table: str
+    key: str
+    columns: Mapping[str, str] = dataclasses.field(hash=False)
+    to_table: str
+    to_key: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ValueError(f"{self.table} to {self.to_table}: no columns to move")
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.table}_{self.to_table}_sync")
+
+    @property
+    def old(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    @property
+    def new(self) -> tuple[str, ...]:
+        return tuple(self.columns.values())
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """Each old column and its new name."""
+        return list(self.columns.items())
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, self.to_table)
+
+    @property
+    def table_clause(self) -> sa.TableClause:
+        """The old table: the backfill walks its keys."""
+        return table_clause(self.table, (self.key, *self.old))
+
+    @property
+    def to_table_clause(self) -> sa.TableClause:
+        return table_clause(self.to_table, (self.to_key, *self.new))
+
+    def typed(self, conn: sa.Connection) -> MovedColumns:
+        """Itself: values move to columns of their own type, uncast."""
+        return self
+
+    # -- rows: the backfill and migrate-on-load ------------------------------------
+
+    def migrate(self, conn: sa.Connection, where: ColumnElement[bool]) -> int:
+        """Bring the rows of ``where`` whose shapes disagree in step, from
+        the old columns; returns how many needed it.
+
+        Those written before expand have no new row: it is inserted from
+        the old row as it is once no writer holds it (a locking read waits
+        for them; a row a writer emptied or deleted meanwhile is skipped),
+        unless a trigger inserted it meanwhile (the conflict is ignored).  A
+        new row the new release inserted empty, which wrote nothing, is
+        updated.
+        """
+        old, new = self.table_clause, self.to_table_clause
+        mine = new.c[self.to_key] == old.c[self.key]
+        missing = sa.select(old.c[self.key], *(old.c[c] for c in self.old)).where(
+            where,
+            sa.or_(*(old.c[c].is_not(None) for c in self.old)),
+            ~sa.exists().where(mine),
+        )
+        dialect = conn.dialect.name
+        if dialect != "sqlite":  # which writes one transaction at a time
+            missing = missing.with_for_update(read=True, of=old)
+        insert = _insert_ignoring(dialect, new, self.to_key).from_select(
+            [self.to_key, *self.new], missing
+        )
+        in_step = sa.exists().where(
+            mine, *(old.c[o].is_not_distinct_from(new.c[n]) for o, n in self.pairs)
+        )
+        update = (
+            new.update()
+            .where(
+                new.c[self.to_key].in_(sa.select(old.c[self.key]).where(where)),
+                ~in_step,
+            )
+            .values(
+                {
+                    n: sa.select(old.c[o]).where(mine).scalar_subquery()
+                    for o, n in self.pairs
+                }
+            )
+        )
+        return conn.execute(insert).rowcount + conn.execute(update).rowcount
+
+    def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+        return self.migrate(conn, self.table_clause.c[self.key].in_(keys))
+
+    def read(self, conn: sa.Connection, keys: Iterable[Any]) -> dict[Any, tuple]:
+        """The moved columns of each row of ``keys`` that exists: migrate on
+        load.  New code reads them here, naming only the old table's key.
+
+        A row with no new row yet (written before expand, not reached by
+        the backfill) gets one first, then all such rows are read again with
+        a locking read, which sees what a concurrent writer committed since
+        (REPEATABLE READ would show this transaction's snapshot again).
+        """
+        old, new = self.table_clause, self.to_table_clause
+        query = (
+            sa.select(old.c[self.key], *(new.c[c] for c in self.new))
+            .select_from(old.outerjoin(new, new.c[self.to_key] == old.c[self.key]))
+            .where(old.c[self.key].in_(list(keys)))
+        )
+        found = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+        empty = [k for k, values in found.items() if all(v is None for v in values)]
+        if not empty:
+            return found
+        self.migrate_rows(conn, empty)
+        again = query.where(old.c[self.key].in_(empty)).with_for_update(
+            read=True, of=old
+        )
+        fresh = {row[0]: tuple(row[1:]) for row in conn.execute(again)}
+        for key in empty:  # a row deleted meanwhile is gone
+            if key in fresh:
+                found[key] = fresh[key]
+            else:
+                del found[key]
+        return found
+
+    # -- triggers ------------------------------------------------------------------
+
+    def trigger_names(self, dialect: str) -> list[str]:
+        """On PostgreSQL, each the name of a trigger and of its function."""
+        return [fit_identifier(f"{self.name}_{t}", dialect) for t in TRIGGERS]
+
+    def create_triggers(
+        self, dialect: str, names: Collection[str] | None = None
+    ) -> list[str]:
+        """The DDL that installs this sync: the triggers of ``names`` (None:
+        all), each AFTER the row is written, since the new table's row
+        refers to the old one's."""
+        render = _Renderer(self, dialect)
+        statements = {}
+        for logical, name in zip(TRIGGERS, self.trigger_names(dialect), strict=True):
+            if names is None or name in names:
+                statements[name] = render.trigger(logical, name)
+        return [s for rendered in statements.values() for s in rendered]
+
+    def drop_triggers(self, dialect: str) -> list[str]:
+        q = dialect_named(dialect).identifier_preparer.quote
+        statements = []
+        for logical, name in zip(TRIGGERS, self.trigger_names(dialect), strict=True):
+            table = self.table if logical.startswith("old") else self.to_table
+            if dialect == "postgresql":
+                statements += [
+                    f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}",
+                    f"DROP FUNCTION IF EXISTS {q(name)}()",
+                ]
+            else:
+                statements.append(f"DROP TRIGGER IF EXISTS {q(name)}")
+        return statements
+
+
+def _insert_ignoring(dialect: str, table: sa.TableClause, key: str) -> Any:
+    """An INSERT that skips a row whose key is there already."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect == "mysql":
+        return sa.insert(table).prefix_with("IGNORE")
+    return sa.insert(table).prefix_with("OR IGNORE")
+
+
+class _Renderer:
+    """The five triggers of a move, as one dialect's SQL."""
+
+    def __init__(self, sync: MovedColumns, dialect: str) -> None:
+        self.sync, self.dialect = sync, dialect
+        self.q = dialect_named(dialect).identifier_preparer.quote
+        self.same = _IS_NOT_DISTINCT.get(dialect, "IS")
+
+    def trigger(self, logical: str, name: str) -> list[str]:
+        side, event = logical.split("_")
+        table = self.sync.table if side == "old" else self.sync.to_table
+        when, action = getattr(self, logical)()
+        timing = f"AFTER {_EVENTS[event]} ON {self.q(table)} FOR EACH ROW"
+        if self.dialect == "postgresql":
+            body = (
+                f"BEGIN\n  IF {when} THEN\n    {action};\n  END IF;\n"
+                "  RETURN NULL;\nEND"
+            )
+            return [
+                f"CREATE OR REPLACE FUNCTION {self.q(name)}() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $rpccompat$\n{body}\n$rpccompat$",
+                f"CREATE TRIGGER {self.q(name)} {timing} "
+                f"EXECUTE FUNCTION {self.q(name)}()",
+            ]
+        if self.dialect == "mysql":
+            return [
+                f"CREATE TRIGGER {self.q(name)} {timing} BEGIN\n"
+                f"  IF {when} THEN {action}; END IF;\nEND"
+            ]
+        return [
+            f"CREATE TRIGGER {self.q(name)} {timing} WHEN {when}\nBEGIN {action}; END"
+        ]
+
+    # -- the five: (when, what) ----------------------------------------------------
+
+    def old_ins(self) -> tuple[str, str]:
+        return f"NOT {self.old_in_step()}", self.upsert_new()
+
+    def old_upd(self) -> tuple[str, str]:
+        changed = self.changed(self.sync.old)
+        return f"{changed} AND NOT {self.old_in_step()}", self.upsert_new()
+
+    def new_ins(self) -> tuple[str, str]:
+        q = self.q
+        named = " OR ".join(f"NEW.{q(c)} IS NOT NULL" for c in self.sync.new)
+        return f"({named}) AND NOT {self.new_in_step()}", self.update_old()
+
+    def new_upd(self) -> tuple[str, str]:
+        changed = self.changed(self.sync.new)
+        return f"{changed} AND NOT {self.new_in_step()}", self.update_old()
+
+    def new_del(self) -> tuple[str, str]:
+        s, q = self.sync, self.q
+        held = " OR ".join(f"{q(c)} IS NOT NULL" for c in s.old)
+        where = f"{q(s.key)} = OLD.{q(s.to_key)}"
+        clear = ", ".join(f"{q(c)} = NULL" for c in s.old)
+        return (
+            f"EXISTS (SELECT 1 FROM {q(s.table)} WHERE {where} AND ({held}))",
+            f"UPDATE {q(s.table)} SET {clear} WHERE {where}",
+        )
+
+    # -- parts ---------------------------------------------------------------------
+
+    def old_in_step(self) -> str:
+        """Whether the new table's row holds what the old row in NEW holds;
+        no row and old columns all NULL count as in step."""
+        s, q = self.sync, self.q
+        to, mine = f"{q(s.to_table)}.{q(s.to_key)} = NEW.{q(s.key)}", q(s.to_table)
+        equal = " AND ".join(
+            f"{mine}.{q(n)} {self.same} NEW.{q(o)}" for o, n in s.columns.items()
+        )
+        none = " AND ".join(f"NEW.{q(o)} IS NULL" for o in s.old)
+        return (
+            f"(EXISTS (SELECT 1 FROM {mine} WHERE {to} AND {equal}) OR "
+            f"({none} AND NOT EXISTS (SELECT 1 FROM {mine} WHERE {to})))"
+        )
+
+    def new_in_step(self) -> str:
+        s, q = self.sync, self.q
+        mine = q(s.table)
+        equal = " AND ".join(
+            f"{mine}.{q(o)} {self.same} NEW.{q(n)}" for o, n in s.columns.items()
+        )
+        return (
+            f"EXISTS (SELECT 1 FROM {mine} WHERE {mine}.{q(s.key)} = "
+            f"NEW.{q(s.to_key)} AND {equal})"
+        )
+
+    def changed(self, columns: tuple[str, ...]) -> str:
+        q = self.q
+        equal = " AND ".join(f"NEW.{q(c)} {self.same} OLD.{q(c)}" for c in columns)
+        return f"NOT ({equal})"
+
+    def upsert_new(self) -> str:
+        s, q = self.sync, self.q
+        names = ", ".join(q(c) for c in (s.to_key, *s.new))
+        values = ", ".join(f"NEW.{q(c)}" for c in (s.key, *s.old))
+        insert = f"INSERT INTO {q(s.to_table)} ({names}) VALUES ({values})"
+        if self.dialect == "mysql":
+            sets = ", ".join(f"{q(n)} = NEW.{q(o)}" for o, n in s.columns.items())
+            return f"{insert} ON DUPLICATE KEY UPDATE {sets}"
+        sets = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in s.new)
+        return f"{insert} ON CONFLICT ({q(s.to_key)}) DO UPDATE SET {sets}"
+
+    def update_old(self) -> str:
+        s, q = self.sync, self.q
+        sets = ", ".join(f"{q(o)} = NEW.{q(n)}" for o, n in s.columns.items())
+        return f"UPDATE {q(s.table)} SET {sets} WHERE {q(s.key)} = NEW.{q(s.to_key)}"
