@@ -11,7 +11,7 @@ ALPHA_BIN := $(ALPHA_VENV)/bin
 ALPHA_STAMP := $(ALPHA_VENV)/.installed
 ALPHA_CONSTRAINTS := requirements/alpha-libraries.txt
 
-.PHONY: demo test lint format bench clean alpha-venv
+.PHONY: demo test soak lint format bench clean alpha-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP) $(ALPHA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 -q
+
+# The mixed-period model test's long profile: SOAK_SEEDS seeded sequences per
+# change shape and backend; prints how many sequences and steps it checked.
+SOAK_SEEDS ?= 50
+soak: $(STAMP)
+	RPCCOMPAT_SOAK=$(SOAK_SEEDS) $(BIN)/pytest -q -s -p no:xdist tests/db/test_mixed_period.py
 
 # The quick figures first; db_migration (1,000,000 rows) takes the most time.
 bench: $(STAMP)

@@ -11,9 +11,9 @@ open transactions commit, so it meets rows they hold locked.
 On a divergence the failure names the seed and the shortest sequence that
 still diverges (found by dropping steps one at a time).
 
-``RPCCOMPAT_SOAK=N`` runs N seeds per shape and backend instead of the fast
-profile's few and prints how many sequences and steps it checked
-(``pytest -s tests/db/test_mixed_period.py``).
+``make soak`` (``RPCCOMPAT_SOAK=N``) runs N seeds per shape and backend
+instead of the fast profile's few and prints how many sequences and steps
+it checked.
 """
 
 from __future__ import annotations
