@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from rpccompat.db.backends import backend
 from rpccompat.db.sync import Sync
 from rpccompat.exceptions import first_line
 from rpccompat.registry import NAMING_CONVENTION, utcnow
@@ -285,8 +286,9 @@ def run(
 @contextlib.contextmanager
 def _connect(engine: sa.Engine) -> Iterator[sa.Connection]:
     with engine.connect() as conn:
-        if conn.dialect.name == "mysql":
-            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        isolation = backend(conn).backfill_isolation
+        if isolation is not None:
+            conn = conn.execution_options(isolation_level=isolation)
         yield conn
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from rpccompat import guard
 from rpccompat.db import data
+from rpccompat.db.backends import backend
 from rpccompat.db.tree import (
     CONTRACT,
     EXPAND,
@@ -357,17 +358,17 @@ class Database:
             tree.upgrade(conn, target, **settings)
 
     def expand_refusal(self) -> str | None:
-        """Why MySQL/MariaDB would refuse a trigger that a pending expand
-        revision creates, or None: found before expand changes anything."""
-        if self.engine.dialect.name != "mysql":
-            return None
+        """Why the server would refuse a trigger that a pending expand
+        revision creates (MySQL/MariaDB's privileges), or None: found before
+        expand changes anything."""
+        db = backend(self.engine)
         with self.engine.connect() as conn:
-            refusal = mysql_trigger_refusal(conn)
+            refusal = db.trigger_refusal(conn)
             if refusal is None:
                 return None
             pending = {t.name: t.pending(conn, EXPAND) for t in self.trees}
         for tree in self.trees:
-            rendered = tree.render("mysql") if pending[tree.name] else {}
+            rendered = tree.render(db.name) if pending[tree.name] else {}
             if any(
                 "CREATE TRIGGER" in rendered.get(r.revision, "")
                 for r in pending[tree.name]
@@ -390,36 +391,3 @@ def _refuse(blockers: list[Blocker]) -> None:
             + "; ".join(str(b) for b in blockers),
             tuple(blockers),
         )
-
-
-def mysql_trigger_refusal(conn: sa.Connection) -> str | None:
-    """Why MySQL/MariaDB would refuse CREATE TRIGGER here, or None.
-
-    With binary logging on, creating a trigger needs SUPER unless
-    ``log_bin_trust_function_creators`` is set: found before expand starts,
-    not half-way through it.
-    """
-    log_bin, trusted, user = conn.exec_driver_sql(
-        "SELECT @@log_bin, @@log_bin_trust_function_creators, CURRENT_USER()"
-    ).one()
-    grants = " ".join(row[0] for row in conn.exec_driver_sql("SHOW GRANTS"))
-    return trigger_refusal(
-        bool(int(log_bin)), bool(int(trusted)), _has_super(grants), user
-    )
-
-
-def _has_super(grants: str) -> bool:
-    return "ALL PRIVILEGES ON *.*" in grants or "SUPER" in grants
-
-
-def trigger_refusal(
-    log_bin: bool, trusted: bool, has_super: bool, user: str
-) -> str | None:
-    if not log_bin or trusted or has_super:
-        return None
-    return (
-        f"expand needs to create sync triggers but MySQL/MariaDB will refuse: "
-        f"binary logging is on and {user} has no SUPER privilege; set "
-        "log_bin_trust_function_creators=1 (SET GLOBAL, and in my.cnf) or grant "
-        "SUPER, then run expand again"
-    )

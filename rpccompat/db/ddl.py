@@ -17,17 +17,16 @@ how ``rpccompat.db.lint`` reads them.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateColumn
 
 from rpccompat.db import waiting
+from rpccompat.db.backends import BACKENDS, Backend, backend
 from rpccompat.db.sync import Sync, installed_triggers
 from rpccompat.exceptions import LockNotGranted, MigrationError
 
@@ -37,18 +36,10 @@ LOCK_TIMEOUT = 0.1  # seconds a statement may wait for its lock
 MAX_LOCK_TIMEOUT = 3600.0  # beyond this, a plain blocking ALTER would do
 RETRY_BUDGET = 60.0  # seconds of retries before giving up
 MAX_BACKOFF = 2.0
-# MySQL errors: lock wait timeout; algorithm or lock not supported.
-MYSQL_LOCK_TIMEOUT = 1205
-MYSQL_UNSUPPORTED = {1845, 1846}
-PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def is_lock_timeout(error: sa.exc.DBAPIError) -> bool:
-    orig = error.orig
-    if getattr(orig, "pgcode", None) == PG_LOCK_NOT_AVAILABLE:
-        return True
-    args = getattr(orig, "args", ())
-    return bool(args) and args[0] == MYSQL_LOCK_TIMEOUT
+    return any(b.is_lock_timeout(error) for b in BACKENDS.values())
 
 
 def check_lock_timeout(seconds: float) -> float:
@@ -71,12 +62,7 @@ def lock_timeout_statement(dialect: str, seconds: float) -> str | None:
     MySQL/MariaDB's whole seconds, rounded down, so under one second it does
     not wait at all (NOWAIT) and the retries do the waiting.
     """
-    check_lock_timeout(seconds)
-    if dialect == "postgresql":
-        return f"SET LOCAL lock_timeout = '{max(1, math.floor(seconds * 1000))}ms'"
-    if dialect == "mysql":
-        return f"SET SESSION lock_wait_timeout = {math.floor(seconds)}"
-    return None
+    return backend(dialect).lock_timeout(check_lock_timeout(seconds))
 
 
 def run_ddl(
@@ -95,7 +81,8 @@ def run_ddl(
     whole seconds, and below one second do not wait at all and rely on the
     retries.
     """
-    if conn.dialect.name == "postgresql":
+    check_lock_timeout(lock_timeout)
+    if backend(conn).transactional_ddl:
         return _retried(conn, statements, lock_timeout, budget)
     return sum(_retried(conn, [s], lock_timeout, budget) for s in statements)
 
@@ -109,7 +96,7 @@ def _retried(
     while True:
         attempt += 1
         try:
-            _attempt(conn, statements, lock_timeout)
+            backend(conn).attempt(conn, statements, lock_timeout)
             return attempt
         except sa.exc.DBAPIError as e:
             if not is_lock_timeout(e):
@@ -143,33 +130,15 @@ def _retried(
             delay = min(delay * 2, MAX_BACKOFF)
 
 
-def _attempt(
-    conn: sa.Connection, statements: Sequence[str], lock_timeout: float
-) -> None:
-    dialect = conn.dialect.name
-    bound = lock_timeout_statement(dialect, lock_timeout)
-    if dialect == "postgresql":
-        with conn.begin_nested():
-            conn.exec_driver_sql(bound)
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    elif dialect == "mysql":
-        conn.exec_driver_sql(bound)
-        try:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-        finally:
-            conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
-    else:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-
-
 # -- operations for revision scripts -------------------------------------------
 
 
 def _dialect() -> str:
     return op.get_context().dialect.name
+
+
+def _backend() -> Backend:
+    return backend(_dialect())
 
 
 def _q(name: str) -> str:
@@ -250,21 +219,21 @@ def execute(*statements: str) -> None:
 
 
 def _alter_online(statement: str) -> None:
-    """An ALTER TABLE; on MySQL/MariaDB INSTANT, else INPLACE without locks,
-    never COPY."""
-    if _dialect() != "mysql":
-        execute(statement)
-        return
-    instant = f"{statement}, ALGORITHM=INSTANT"
-    if context.is_offline_mode():
-        op.execute(instant)
-        return
-    try:
-        execute(instant)
-    except sa.exc.DBAPIError as e:
-        if e.orig is None or e.orig.args[0] not in MYSQL_UNSUPPORTED:
-            raise
-        execute(f"{statement}, ALGORITHM=INPLACE, LOCK=NONE")
+    """An ALTER TABLE as the backend runs it without locking writers out
+    (MySQL/MariaDB: INSTANT, else INPLACE without locks, never COPY)."""
+    db = _backend()
+    *fallbacks, last = db.online_alters(statement)
+    for attempt in fallbacks:
+        if context.is_offline_mode():
+            op.execute(attempt)
+            return
+        try:
+            execute(attempt)
+            return
+        except sa.exc.DBAPIError as e:
+            if not db.is_unsupported_plan(e):
+                raise
+    execute(last)
 
 
 def create_table(name: str, *elements: sa.schema.SchemaItem) -> None:
@@ -298,24 +267,17 @@ def add_column(table: str, column: sa.Column) -> None:
     """
     if _has_column(table, column):
         return
-    _create_enum_type(column.type)
+    _create_types(column.type)
     spec = CreateColumn(column).compile(dialect=op.get_context().dialect)
     _alter_online(f"ALTER TABLE {_q(table)} ADD COLUMN {spec}")
 
 
-def _create_enum_type(type_: sa.types.TypeEngine[Any]) -> None:
-    if not (
-        _dialect() == "postgresql"
-        and isinstance(type_, sa.Enum)
-        and type_.native_enum
-        and type_.name
-    ):
-        return
-    enum = postgresql.ENUM(*type_.enums, name=type_.name, schema=type_.schema)
-    if context.is_offline_mode():
-        op.execute(postgresql.CreateEnumType(enum))
-    else:
-        enum.create(op.get_bind(), checkfirst=True)
+def _create_types(type_: sa.types.TypeEngine[Any]) -> None:
+    """The types of their own a column's type needs (PostgreSQL's enums):
+    each created unless it exists; offline, Alembic's mock connection
+    writes the CREATE out."""
+    for needed in _backend().types_of(type_):
+        needed.create(op.get_bind(), checkfirst=not context.is_offline_mode())
 
 
 def drop_not_null(table: str, column: str) -> None:
@@ -336,35 +298,13 @@ def drop_not_null(table: str, column: str) -> None:
     existing = None if context.is_offline_mode() else _columns(table).get(column)
     if existing is not None and existing["nullable"]:
         return
-    dialect = _dialect()
+    db = _backend()
     # Offline (the lint, --sql) SQLite shows the relaxation it means: the
     # statements of batch mode's copy need the live table's columns.
-    if dialect == "postgresql" or (dialect == "sqlite" and existing is None):
-        execute(f"ALTER TABLE {_q(table)} ALTER COLUMN {_q(column)} DROP NOT NULL")
-    elif dialect == "mysql":
-        _alter_online(
-            f"ALTER TABLE {_q(table)} MODIFY COLUMN {_mysql_nullable(existing, column)}"
-        )
+    if db.alters_columns or existing is None:
+        _alter_online(db.relax_not_null(table, column, existing))
     else:
         _rebuild_nullable(table, column, existing)
-
-
-def _mysql_nullable(existing: dict[str, Any] | None, column: str) -> str:
-    """The definition of a reflected MySQL column, with NULL allowed."""
-    if existing is None:  # offline: the lint reads only the statement's shape
-        return f"{_q(column)} <existing type> NULL"
-    spec = f"{_q(column)} {existing['type'].compile(op.get_context().dialect)} NULL"
-    if existing.get("default") is not None:
-        spec += f" DEFAULT {existing['default']}"
-    if existing.get("comment"):
-        spec += f" COMMENT {_literal(existing['comment'])}"
-    return spec
-
-
-def _literal(value: str) -> str:
-    return sa.literal(value).compile(
-        dialect=op.get_context().dialect, compile_kwargs={"literal_binds": True}
-    )
 
 
 def _rebuild_nullable(table: str, column: str, existing: dict[str, Any]) -> None:
@@ -412,16 +352,8 @@ def create_index(
     if existing is not None:
         _check_index(name, table, existing, columns, unique)
         return
-    kind = "UNIQUE INDEX" if unique else "INDEX"
-    cols = ", ".join(_q(c) for c in columns)
     try:
-        _index_ddl(
-            table,
-            mysql_clause=f"ADD {kind} {_q(name)} ({cols})",
-            postgresql=f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {_q(name)} "
-            f"ON {_q(table)} ({cols})",
-            other=f"CREATE {kind} {_q(name)} ON {_q(table)} ({cols})",
-        )
+        _index_ddl(_backend().create_index(name, table, columns, unique))
     except sa.exc.IntegrityError as e:
         _drop_invalid_index(name)
         raise MigrationError(
@@ -449,24 +381,16 @@ def _duplicates(table: str, columns: Sequence[str]) -> int:
 def drop_index(name: str, table: str) -> None:
     if not context.is_offline_mode() and name not in _indexes(table):
         return
-    _index_ddl(
-        table,
-        mysql_clause=f"DROP INDEX {_q(name)}",
-        postgresql=f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}",
-        other=f"DROP INDEX IF EXISTS {_q(name)}",
-    )
+    _index_ddl(_backend().drop_index(name, table))
 
 
-def _index_ddl(table: str, *, mysql_clause: str, postgresql: str, other: str) -> None:
-    """One index change: in place without locks on MySQL/MariaDB;
-    CONCURRENTLY, outside the revision's transaction, on PostgreSQL."""
-    dialect = _dialect()
-    if dialect == "mysql":
-        execute(f"ALTER TABLE {_q(table)} {mysql_clause}, ALGORITHM=INPLACE, LOCK=NONE")
-    elif dialect == "postgresql":
-        _concurrently(postgresql)
+def _index_ddl(statement: str) -> None:
+    """One index change: CONCURRENTLY, outside the revision's transaction,
+    on PostgreSQL; in place without locks on MySQL/MariaDB."""
+    if _backend().concurrent_indexes:
+        _concurrently(statement)
     else:
-        execute(other)
+        execute(statement)
 
 
 def _concurrently(statement: str) -> None:
@@ -496,17 +420,10 @@ def _concurrently(statement: str) -> None:
 
 def _drop_invalid_index(name: str) -> None:
     """A CONCURRENTLY build that failed leaves an invalid index: drop it first."""
-    if context.is_offline_mode() or _dialect() != "postgresql":
+    query = _backend().invalid_index
+    if context.is_offline_mode() or query is None:
         return
-    invalid = op.get_bind().execute(
-        sa.text(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.relname = :name AND NOT i.indisvalid "
-            "AND pg_table_is_visible(c.oid)"
-        ),
-        {"name": name},
-    )
-    if invalid.first():
+    if op.get_bind().execute(sa.text(query), {"name": name}).first():
         _concurrently(f"DROP INDEX CONCURRENTLY IF EXISTS {_q(name)}")
 
 

@@ -41,7 +41,7 @@ from typing import cast
 
 import sqlparse
 
-from rpccompat.db.sync import DIALECTS
+from rpccompat.db.backends import BACKENDS, DIALECTS, REBUILD
 from rpccompat.db.tree import CONTRACT, EXPAND, MigrationTree
 
 DROP_IN_EXPAND = "drop-in-expand"
@@ -72,45 +72,6 @@ SKIPPED = re.compile(
     r"|(CREATE|DROP)( OR REPLACE)? (TRIGGER|FUNCTION))",
     _I,
 )
-REBUILD = "_alembic_tmp_"  # Alembic's batch mode copies a table into this
-VOLATILE = r"(now|random|clock_timestamp|gen_random_uuid|uuid_generate_\w+|nextval)"
-BLOCKING = {
-    "postgresql": [
-        (
-            r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY)",
-            "index built without CONCURRENTLY",
-        ),
-        (r"^DROP INDEX (?!CONCURRENTLY)", "index dropped without CONCURRENTLY"),
-        (
-            r"^ALTER TABLE .*ADD CONSTRAINT .*(FOREIGN KEY|CHECK)(?!.*NOT VALID)",
-            "constraint added without NOT VALID",
-        ),
-        (
-            r"^ALTER TABLE .*ALTER COLUMN .* TYPE ",
-            "column type change rewrites the table",
-        ),
-        (r"^ALTER TABLE .*SET NOT NULL", "SET NOT NULL scans the table under lock"),
-        (rf"^ALTER TABLE .*ADD COLUMN .*DEFAULT .*{VOLATILE}\s*\(", "volatile default"),
-        (
-            r"^ALTER TABLE .*ADD (CONSTRAINT \S+ )?(UNIQUE|PRIMARY KEY)",
-            "index built under lock",
-        ),
-    ],
-    "mysql": [
-        (
-            r"^ALTER TABLE (?!.*ALGORITHM\s*=\s*INSTANT)"
-            r"(?!.*ALGORITHM\s*=\s*INPLACE.*LOCK\s*=\s*NONE)",
-            "ALTER without ALGORITHM=INSTANT or INPLACE, LOCK=NONE",
-        ),
-        (
-            r"^(CREATE|DROP) (UNIQUE )?INDEX (?!.*LOCK\s*=\s*NONE)",
-            "index change without LOCK=NONE",
-        ),
-    ],
-    "sqlite": [
-        (rf"^CREATE TABLE {REBUILD}", "table rebuilt by copying (batch mode)"),
-    ],
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +203,7 @@ def check(
         on_new_table = table and (table.group(1) or table.group(2)).lower() in created
         if on_new_table or new_table:
             continue
-        for pattern, why in BLOCKING.get(dialect, []):
+        for pattern, why in BACKENDS[dialect].blocking_ddl:
             if re.match(pattern, statement, _I):
                 found.append((BLOCKING_DDL, why, statement))
                 break

@@ -35,15 +35,14 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
-from rpccompat.db.sync import dialect_named, fit_identifier, table_clause
+from rpccompat.db.backends import Backend, backend
+from rpccompat.db.sync import table_clause
 
 # The triggers, by what fires them: a write of the old or of the new shape.
 TRIGGERS = ("old_ins", "old_upd", "new_ins", "new_upd", "new_del")
 _EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
-_IS_NOT_DISTINCT = {"postgresql": "IS NOT DISTINCT FROM", "mysql": "<=>"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +114,11 @@ class MovedColumns:
             sa.or_(*(old.c[c].is_not(None) for c in self.old)),
             ~sa.exists().where(mine),
         )
-        dialect = conn.dialect.name
-        if dialect != "sqlite":  # which writes one transaction at a time
-            missing = missing.with_for_update(read=True, of=old)
-        insert = _insert_ignoring(dialect, new, self.to_key).from_select(
-            [self.to_key, *self.new], missing
+        missing = missing.with_for_update(read=True, of=old)  # SQLite: no need
+        insert = (
+            backend(conn)
+            .insert_ignoring(new, self.to_key)
+            .from_select([self.to_key, *self.new], missing)
         )
         in_step = sa.exists().where(
             mine, *(old.c[o].is_not_distinct_from(new.c[n]) for o, n in self.pairs)
@@ -180,7 +179,7 @@ class MovedColumns:
 
     def trigger_names(self, dialect: str) -> list[str]:
         """On PostgreSQL, each the name of a trigger and of its function."""
-        return [fit_identifier(f"{self.name}_{t}", dialect) for t in TRIGGERS]
+        return [backend(dialect).fit(f"{self.name}_{t}") for t in TRIGGERS]
 
     def create_triggers(
         self, dialect: str, names: Collection[str] | None = None
@@ -188,7 +187,7 @@ class MovedColumns:
         """The DDL that installs this sync: the triggers of ``names`` (None:
         all), each AFTER the row is written, since the new table's row
         refers to the old one's."""
-        render = _Renderer(self, dialect)
+        render = _Renderer(self, backend(dialect))
         statements = {}
         for logical, name in zip(TRIGGERS, self.trigger_names(dialect), strict=True):
             if names is None or name in names:
@@ -196,61 +195,31 @@ class MovedColumns:
         return [s for rendered in statements.values() for s in rendered]
 
     def drop_triggers(self, dialect: str) -> list[str]:
-        q = dialect_named(dialect).identifier_preparer.quote
-        statements = []
-        for logical, name in zip(TRIGGERS, self.trigger_names(dialect), strict=True):
-            table = self.table if logical.startswith("old") else self.to_table
-            if dialect == "postgresql":
-                statements += [
-                    f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}",
-                    f"DROP FUNCTION IF EXISTS {q(name)}()",
-                ]
-            else:
-                statements.append(f"DROP TRIGGER IF EXISTS {q(name)}")
-        return statements
+        db, names = backend(dialect), self.trigger_names(dialect)
+        return [
+            statement
+            for logical, name in zip(TRIGGERS, names, strict=True)
+            for statement in db.drop_triggers([name], self.table_of(logical))
+        ]
 
-
-def _insert_ignoring(dialect: str, table: sa.TableClause, key: str) -> Any:
-    """An INSERT that skips a row whose key is there already."""
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-    if dialect == "mysql":
-        return sa.insert(table).prefix_with("IGNORE")
-    return sa.insert(table).prefix_with("OR IGNORE")
+    def table_of(self, trigger: str) -> str:
+        """The table a trigger of TRIGGERS is on."""
+        return self.table if trigger.startswith("old") else self.to_table
 
 
 class _Renderer:
     """The five triggers of a move, as one dialect's SQL."""
 
-    def __init__(self, sync: MovedColumns, dialect: str) -> None:
-        self.sync, self.dialect = sync, dialect
-        self.q = dialect_named(dialect).identifier_preparer.quote
-        self.same = _IS_NOT_DISTINCT.get(dialect, "IS")
+    def __init__(self, sync: MovedColumns, db: Backend) -> None:
+        self.sync, self.db = sync, db
+        self.q, self.same = db.quote, db.is_not_distinct
 
     def trigger(self, logical: str, name: str) -> list[str]:
-        side, event = logical.split("_")
-        table = self.sync.table if side == "old" else self.sync.to_table
         when, action = getattr(self, logical)()
-        timing = f"AFTER {_EVENTS[event]} ON {self.q(table)} FOR EACH ROW"
-        if self.dialect == "postgresql":
-            body = (
-                f"BEGIN\n  IF {when} THEN\n    {action};\n  END IF;\n"
-                "  RETURN NULL;\nEND"
-            )
-            return [
-                f"CREATE OR REPLACE FUNCTION {self.q(name)}() RETURNS trigger "
-                f"LANGUAGE plpgsql AS $rpccompat$\n{body}\n$rpccompat$",
-                f"CREATE TRIGGER {self.q(name)} {timing} "
-                f"EXECUTE FUNCTION {self.q(name)}()",
-            ]
-        if self.dialect == "mysql":
-            return [
-                f"CREATE TRIGGER {self.q(name)} {timing} BEGIN\n"
-                f"  IF {when} THEN {action}; END IF;\nEND"
-            ]
-        return [
-            f"CREATE TRIGGER {self.q(name)} {timing} WHEN {when}\nBEGIN {action}; END"
-        ]
+        event = _EVENTS[logical.split("_")[1]]
+        return self.db.after_trigger(
+            name, event, self.sync.table_of(logical), when, action
+        )
 
     # -- the five: (when, what) ----------------------------------------------------
 
@@ -317,11 +286,9 @@ class _Renderer:
         names = ", ".join(q(c) for c in (s.to_key, *s.new))
         values = ", ".join(f"NEW.{q(c)}" for c in (s.key, *s.old))
         insert = f"INSERT INTO {q(s.to_table)} ({names}) VALUES ({values})"
-        if self.dialect == "mysql":
-            sets = ", ".join(f"{q(n)} = NEW.{q(o)}" for o, n in s.columns.items())
-            return f"{insert} ON DUPLICATE KEY UPDATE {sets}"
-        sets = ", ".join(f"{q(n)} = excluded.{q(n)}" for n in s.new)
-        return f"{insert} ON CONFLICT ({q(s.to_key)}) DO UPDATE SET {sets}"
+        return self.db.upsert(
+            insert, s.to_key, [(n, f"NEW.{q(o)}") for o, n in s.pairs]
+        )
 
     def update_old(self) -> str:
         s, q = self.sync, self.q

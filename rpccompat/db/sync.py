@@ -38,13 +38,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import dialects
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import visitors
@@ -52,16 +50,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from rpccompat.db.backends import backend
+
 Conversion = Callable[[Any], dict[str, ColumnElement[Any]]]
-DIALECTS = ("sqlite", "mysql", "postgresql")
 #: In the error of a write refused because it set both shapes apart.
 REFUSED = "wrote the old and the new columns with values that disagree"
-# The longest identifier each backend keeps whole: PostgreSQL cuts longer
-# ones at 63 bytes, MySQL refuses them over 64 characters.  (SQLAlchemy's
-# MySQL dialect says 255, the limit of aliases, not of trigger names.)
-IDENTIFIER_LIMITS = {"postgresql": 63, "mysql": 64}
-HASH_LENGTH = 8
-SQLITE_TRIGGERS = ("ins_new", "ins_old", "upd_new", "upd_old")
 
 
 class Sync(Protocol):
@@ -85,27 +78,6 @@ class Sync(Protocol):
     def drop_triggers(self, dialect: str) -> list[str]: ...
     def migrate(self, conn: sa.Connection, where: ColumnElement[bool]) -> int: ...
     def typed(self, conn: sa.Connection) -> Sync: ...
-
-
-def fit_identifier(name: str, dialect: str) -> str:
-    """``name``, or when ``dialect`` would not keep it whole, a readable
-    prefix of it and a hash of all of it.
-
-    Two names that differ only past the limit would otherwise become one:
-    on PostgreSQL the second sync's function silently replaces the first's,
-    and every INSERT into the first table fails.
-    """
-    limit = IDENTIFIER_LIMITS.get(dialect)
-    encoded = name.encode()
-    if limit is None or len(encoded) <= limit:
-        return name
-    digest = hashlib.sha1(encoded).hexdigest()[:HASH_LENGTH]
-    prefix = encoded[: limit - HASH_LENGTH - 1].decode(errors="ignore")
-    return f"{prefix}_{digest}"
-
-
-def dialect_named(name: str) -> Dialect:
-    return dialects.registry.load(name)()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +212,7 @@ class ColumnSync:
         mixed period.  String columns are left out: a value cast to
         ``VARCHAR(n)`` would be cut to ``n`` where storing it is refused.
         """
-        if conn.dialect.name != "postgresql":
+        if not backend(conn).casts_conversions:
             return self
         known = _TYPED.setdefault(conn.engine, {})
         if self not in known:
@@ -308,46 +280,23 @@ class ColumnSync:
         """The DDL that installs this sync on ``dialect``: only the triggers
         in ``names`` (of ``trigger_names``; None: all), so an install that
         was interrupted can be completed without a moment with none."""
-        render = _Renderer(dialect_named(dialect))
-        triggers = {
-            "postgresql": self._postgresql,
-            "mysql": self._mysql,
-            "sqlite": self._sqlite,
-        }[dialect](render)
+        db = backend(dialect)
+        triggers = db.column_sync(self, Renderer(db.dialect))
         wanted = triggers.keys() if names is None else names
         return [statement for name in wanted for statement in triggers[name]]
 
     def drop_triggers(self, dialect: str) -> list[str]:
-        q = dialect_named(dialect).identifier_preparer.quote
-        names = self.trigger_names(dialect)
-        if dialect == "postgresql":
-            # A sync installed before names were fitted has the name cut at
-            # 63 bytes by PostgreSQL; it goes too (MySQL refused long names).
-            cut = self.name.encode()[: IDENTIFIER_LIMITS[dialect]].decode(
-                errors="ignore"
-            )
-            return [
-                statement
-                for name in dict.fromkeys([*names, cut])
-                for statement in (
-                    f"DROP TRIGGER IF EXISTS {q(name)} ON {q(self.table)}",
-                    f"DROP FUNCTION IF EXISTS {q(name)}()",
-                )
-            ]
-        return [f"DROP TRIGGER IF EXISTS {q(t)}" for t in names]
+        db = backend(dialect)
+        names = [*self.trigger_names(dialect), *db.legacy_names(self.name)]
+        return db.drop_triggers(list(dict.fromkeys(names)), self.table)
 
     def trigger_names(self, dialect: str) -> list[str]:
         """The names of the triggers (on PostgreSQL, of the trigger and its
         function), each fitted to what ``dialect`` keeps."""
-        if dialect == "postgresql":
-            names = [self.name]
-        elif dialect == "mysql":
-            names = [f"{self.name}_ins", f"{self.name}_upd"]
-        else:
-            names = [f"{self.name}_{n}" for n in SQLITE_TRIGGERS]
-        return [fit_identifier(name, dialect) for name in names]
+        db = backend(dialect)
+        return [db.fit(f"{self.name}{s}") for s in db.column_sync_suffixes()]
 
-    def _written(self, r: _Renderer, event: str) -> tuple[str, str, str]:
+    def conditions(self, r: Renderer, event: str) -> tuple[str, str, str]:
         """When a row's shapes disagree after ``event``: whether the
         statement wrote both shapes (refused), else whether the new shape is
         converted from the old, else whether the old from the new."""
@@ -359,94 +308,9 @@ class ColumnSync:
             new = f"NOT {r.all_null('NEW', self.new)}"
         return both, old, new
 
-    def _refusal(self) -> str:
+    def refusal(self) -> str:
         """The message of a refused write: one line, within MySQL's 128."""
         return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
-
-    def _postgresql(self, r: _Renderer) -> dict[str, list[str]]:
-        refuse = (
-            "RAISE EXCEPTION USING ERRCODE = 'check_violation', "
-            f"MESSAGE = {r.text(self._refusal())}"
-        )
-
-        def branches(event: str) -> str:
-            both, old, new = self._written(r, event)
-            return f"""
-      IF {both} THEN
-        {refuse};
-      ELSIF {old} THEN
-        {r.assign("NEW.", self.new_values, ":=", "; ")};
-      ELSIF {new} THEN
-        {r.assign("NEW.", self.old_values, ":=", "; ")};
-      END IF;"""
-
-        body = f"""
-BEGIN
-  IF NOT {r.agree(self)} THEN
-    IF TG_OP = 'INSERT' THEN{branches("INSERT")}
-    ELSE{branches("UPDATE")}
-    END IF;
-  END IF;
-  RETURN NEW;
-END"""
-        (name,) = self.trigger_names("postgresql")
-        quoted, table = r.q(name), r.q(self.table)
-        return {
-            name: [
-                f"CREATE OR REPLACE FUNCTION {quoted}() RETURNS trigger "
-                f"LANGUAGE plpgsql AS $rpccompat${body}\n$rpccompat$",
-                f"CREATE TRIGGER {quoted} BEFORE INSERT OR UPDATE ON {table} "
-                f"FOR EACH ROW EXECUTE FUNCTION {quoted}()",
-            ]
-        }
-
-    def _mysql(self, r: _Renderer) -> dict[str, list[str]]:
-        set_new = "SET " + r.assign("NEW.", self.new_values, "=", ", ")
-        set_old = "SET " + r.assign("NEW.", self.old_values, "=", ", ")
-        refuse = f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {r.text(self._refusal())}"
-        statements = {}
-        for trigger, event in zip(
-            self.trigger_names("mysql"), ("INSERT", "UPDATE"), strict=True
-        ):
-            both, old, new = self._written(r, event)
-            statements[trigger] = [
-                f"CREATE TRIGGER {r.q(trigger)} BEFORE {event} ON {r.q(self.table)} "
-                f"FOR EACH ROW BEGIN\n"
-                f"  IF NOT {r.agree(self)} THEN\n"
-                f"    IF {both} THEN {refuse};\n"
-                f"    ELSEIF {old} THEN {set_new};\n"
-                f"    ELSEIF {new} THEN {set_old};\n"
-                "    END IF;\n  END IF;\nEND"
-            ]
-        return statements
-
-    def _sqlite(self, r: _Renderer) -> dict[str, list[str]]:
-        # SQLite cannot assign NEW in a trigger: AFTER triggers update the
-        # row again.  recursive_triggers off stops a trigger firing itself,
-        # not another: the UPDATE of ins_new fires upd_old.  Each trigger
-        # fires only while the shapes disagree, and its UPDATE makes them
-        # agree, so the trigger it fires does nothing.  A refusal is a
-        # RAISE in the trigger of the first shape, which aborts the statement.
-        table, key = r.q(self.table), r.q(self.key)
-        where = f"WHERE {key} = NEW.{key}"
-        set_new = f"UPDATE {table} SET {r.assign('', self.new_values, '=', ', ')}"
-        set_old = f"UPDATE {table} SET {r.assign('', self.old_values, '=', ', ')}"
-        refuse = f"SELECT RAISE(ABORT, {r.text(self._refusal())})"
-        statements = {}
-        fitted = self.trigger_names("sqlite")
-        for name, trigger in zip(SQLITE_TRIGGERS, fitted, strict=True):
-            event = "INSERT" if name.startswith("ins") else "UPDATE"
-            both, old, new = self._written(r, event)
-            if name.endswith("new"):  # the old shape was written
-                when, action = old, f"{refuse} WHERE {both}; {set_new} {where};"
-            else:
-                when, action = f"{new} AND NOT {old}", f"{set_old} {where};"
-            statements[trigger] = [
-                f"CREATE TRIGGER {r.q(trigger)} AFTER {event} ON "
-                f"{table} FOR EACH ROW WHEN {when} AND NOT {r.agree(self)}\n"
-                f"BEGIN {action} END"
-            ]
-        return statements
 
 
 @functools.cache
@@ -498,7 +362,7 @@ def _cast(element: _Target, compiler: Any, **kw: Any) -> str:
     return compiler.process(sa.cast(element.value, element.type), **kw)
 
 
-class _Renderer:
+class Renderer:
     """Renders conversions and comparisons as one dialect's trigger SQL."""
 
     def __init__(self, dialect: Dialect) -> None:
@@ -576,7 +440,7 @@ class _Renderer:
 class _AnyColumn:
     """``prefix.column`` for whichever column a conversion asks for."""
 
-    def __init__(self, renderer: _Renderer, prefix: str) -> None:
+    def __init__(self, renderer: Renderer, prefix: str) -> None:
         self._renderer, self._prefix = renderer, prefix
 
     def __getattr__(self, name: str) -> ColumnElement[Any]:
@@ -586,19 +450,8 @@ class _AnyColumn:
         return getattr(self, name)
 
 
-TRIGGERS_ON = {
-    "postgresql": "SELECT t.tgname FROM pg_trigger t "
-    "JOIN pg_class c ON c.oid = t.tgrelid "
-    "WHERE c.relname = :table AND pg_table_is_visible(c.oid) AND NOT t.tgisinternal",
-    "mysql": "SELECT trigger_name FROM information_schema.triggers "
-    "WHERE event_object_schema = DATABASE() AND event_object_table = :table",
-    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-    "AND tbl_name = :table",
-}
-
-
 def installed_triggers(conn: sa.Connection, table: str) -> set[str]:
     """The names of the triggers on ``table``, from the backend's catalog
     (SQLAlchemy's inspector does not list triggers)."""
-    query = sa.text(TRIGGERS_ON[conn.dialect.name])
+    query = sa.text(backend(conn).triggers_on)
     return set(conn.execute(query, {"table": table}).scalars())

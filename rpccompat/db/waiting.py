@@ -14,19 +14,12 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from rpccompat.db.backends import backend
+
 LOG = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 5.0  # seconds of waiting between two progress lines
 POLL = 0.25  # seconds between two looks at a watched statement
-OLDEST = {
-    "postgresql": "SELECT pid, state, now() - xact_start FROM pg_stat_activity "
-    "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() "
-    "AND datname = current_database() ORDER BY xact_start LIMIT 5",
-    "mysql": "SELECT trx_mysql_thread_id, trx_state, TIMEDIFF(NOW(), trx_started) "
-    "FROM information_schema.innodb_trx "
-    "WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 5",
-}
-SESSION = {"postgresql": "pid", "mysql": "thread"}
 BLOCKERS = (
     "SELECT b.pid, b.state, now() - b.xact_start FROM pg_stat_activity w "
     "CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS h(pid) "
@@ -43,14 +36,14 @@ def describe(rows: list[sa.Row], session: str = "pid") -> str:
 def oldest_transactions(conn: sa.Connection) -> str:
     """The oldest transactions open on the server besides ``conn``'s own: the
     likely holders of a lock a statement of ``conn`` could not get."""
-    dialect = conn.dialect.name
-    if dialect not in OLDEST:
+    db = backend(conn)
+    if db.oldest_transactions is None:
         return "another connection"
     try:
-        rows = conn.exec_driver_sql(OLDEST[dialect]).all()
+        rows = conn.exec_driver_sql(db.oldest_transactions).all()
     except sa.exc.DBAPIError:  # MySQL shows them only with PROCESS
         return "unknown (this user may not see other transactions)"
-    return describe(rows, SESSION[dialect]) or "none open now"
+    return describe(rows, db.session) or "none open now"
 
 
 class Watch:

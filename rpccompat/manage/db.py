@@ -23,8 +23,8 @@ from typing import Any
 import prettytable
 
 from rpccompat.db import Check, Status, Throttle, data, lint
+from rpccompat.db.backends import DIALECTS
 from rpccompat.db.ddl import LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, check_lock_timeout
-from rpccompat.db.sync import DIALECTS
 from rpccompat.db.tree import FRAMEWORK
 from rpccompat.exceptions import ContractRefused
 from rpccompat.manage.base import (

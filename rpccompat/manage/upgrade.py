@@ -20,7 +20,7 @@ from oslo_upgradecheck import upgradecheck
 from oslo_upgradecheck.upgradecheck import Code, Result
 
 from rpccompat.db import Check, Status
-from rpccompat.db.database import mysql_trigger_refusal
+from rpccompat.db.backends import backend
 from rpccompat.exceptions import MigrationError, UnknownRelease
 from rpccompat.manage.base import Context, error_exit, json_flag
 from rpccompat.manage.service import Survey, survey
@@ -124,13 +124,11 @@ class Checks(upgradecheck.UpgradeCommands):
     @_guarded
     def _trigger_privileges(self) -> Result:
         database = self.context.database
-        if database.engine.dialect.name != "mysql":
-            return Result(Code.SUCCESS, "not MySQL/MariaDB: nothing to check")
         refusal = database.expand_refusal()
         if refusal is not None:
             return Result(Code.FAILURE, refusal)
         with database.engine.connect() as conn:
-            later = mysql_trigger_refusal(conn)
+            later = backend(database.engine).trigger_refusal(conn)
         if later is not None:
             return Result(Code.WARNING, f"no pending expand needs it, but: {later}")
         return Result(Code.SUCCESS, "sync triggers can be created")

@@ -17,7 +17,8 @@ from rpccompat import engine as dbengine
 from rpccompat import guard
 from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
-from rpccompat.db.database import mysql_trigger_refusal, trigger_refusal
+from rpccompat.db.backends import backend
+from rpccompat.db.backends.mysql import trigger_refusal
 from rpccompat.demo import alpha, beta, schema
 from rpccompat.exceptions import ContractRefused, MigrationError
 from rpccompat.registry import Base, ServiceRegistry
@@ -230,7 +231,7 @@ def test_trigger_privileges_are_read_from_the_server(mysql_url):
     with engine.connect() as conn:
         log_bin = conn.exec_driver_sql("SELECT @@log_bin").scalar()
         # root may create triggers whatever the binary log says.
-        assert mysql_trigger_refusal(conn) is None, log_bin
+        assert backend(conn).trigger_refusal(conn) is None, log_bin
     engine.dispose()
 
 

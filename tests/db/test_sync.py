@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
 from rpccompat.db import ddl
-from rpccompat.db.sync import REFUSED, ColumnSync, fit_identifier
+from rpccompat.db.sync import REFUSED, ColumnSync
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
 from tests.db.shapes import VISIBILITY, in_revision
@@ -388,16 +388,6 @@ def test_two_syncs_whose_names_differ_past_the_backends_limit_both_sync(engine):
         for statement in syncs[0].drop_triggers(engine.dialect.name):
             conn.exec_driver_sql(statement)
     assert [insert(sync, 2) for sync in syncs] == [("kept", None), ("kept", "kept")]
-
-
-@pytest.mark.parametrize(("dialect", "limit"), [("postgresql", 63), ("mysql", 64)])
-def test_a_fitted_name_is_stable_within_the_limit_and_unique(dialect, limit):
-    names = [f"{'x' * limit}{n}" for n in ("", "a", "b", "é" * 40)]
-    fitted = [fit_identifier(name, dialect) for name in names]
-    assert fitted == [fit_identifier(name, dialect) for name in names]
-    assert all(len(name.encode()) <= limit for name in fitted)
-    assert len(set(fitted)) == len(names)
-    assert fit_identifier("short", dialect) == "short"
 
 
 def test_contract_drops_a_long_named_sync_installed_before_names_were_fitted(
