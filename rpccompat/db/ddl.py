@@ -464,30 +464,29 @@ def add_foreign_key(
         f"({', '.join(map(q, columns))}) REFERENCES {q(referent)} "
         f"({', '.join(map(q, referent_columns))})"
     )
-    dialect = _dialect()
+    db = _backend()
     # One an interrupted run added is not added again, but still validated
     # (PostgreSQL) or checked for orphans (MySQL/MariaDB).
-    missing = context.is_offline_mode() or name not in _foreign_keys(table)
-    if dialect == "postgresql":
-        if missing:
-            execute(f"{constraint} NOT VALID")
-        # In a transaction of its own: ADD CONSTRAINT's lock must be gone
-        # before the scan, which itself lets writers through.
-        with op.get_context().autocommit_block():
-            op.execute(f"ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(name)}")
-    elif dialect == "mysql":
-        if missing:
-            op.execute("SET SESSION foreign_key_checks = 0")
-            try:
-                execute(f"{constraint}, ALGORITHM=INPLACE, LOCK=NONE")
-            finally:
-                op.execute("SET SESSION foreign_key_checks = 1")
+    if context.is_offline_mode() or name not in _foreign_keys(table):
+        before, statement, after = db.unchecked_foreign_key(name, constraint)
+        for setting in before:
+            op.execute(setting)
+        try:
+            execute(statement)
+        finally:
+            for setting in after:
+                op.execute(setting)
+    validation = db.validate_constraint(table, name)
+    if validation is None:
         _check_orphans(table, columns, referent, referent_columns)
-    else:
-        raise MigrationError(
-            f"SQLite cannot add foreign key {name} to an existing table without "
-            "rebuilding it; declare it when the table is created"
-        )
+        return
+    # In a transaction of its own: ADD CONSTRAINT's lock must be gone
+    # before the scan, which itself lets writers through.
+    with op.get_context().autocommit_block():
+        try:
+            op.execute(validation)
+        except sa.exc.IntegrityError as e:
+            raise _orphans(table, columns, referent) from e
 
 
 def _check_orphans(
@@ -505,10 +504,15 @@ def _check_orphans(
         f"(SELECT 1 FROM {_q(referent)} r WHERE {join}) LIMIT 1"
     )
     if orphan.first():
-        raise MigrationError(
-            f"{table} has rows whose {', '.join(columns)} match no {referent}; "
-            "fix them with a data migration before adding the foreign key"
-        )
+        raise _orphans(table, columns, referent)
+
+
+def _orphans(table: str, columns: Sequence[str], referent: str) -> MigrationError:
+    return MigrationError(
+        f"{table} has rows whose {', '.join(columns)} match no {referent}; "
+        "fix them with a data migration, then run again (the foreign key "
+        "stays unchecked until then)"
+    )
 
 
 def install_sync(sync: Sync) -> None:

@@ -192,3 +192,40 @@ def test_a_move_installs_on_both_tables_and_contracts_to_the_new_one(engine):
             f"SELECT {sync.to_key}, {', '.join(sync.new)} FROM {sync.to_table}"
         ).all()
     assert [tuple(r) for r in rows] == [("r1", '{"a": 1}', "t1")]
+
+
+def test_a_foreign_key_on_existing_rows_refuses_orphans_then_is_added(engine):
+    """Added without a scan under lock; a row that matches nothing is one
+    clear error (SQLite: no foreign key without a rebuild, said so), and
+    the same operation completes once the row is fixed."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE zones (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE racks (id INTEGER PRIMARY KEY, zone INTEGER)"
+        )
+        conn.exec_driver_sql("INSERT INTO zones (id) VALUES (1)")
+        conn.exec_driver_sql(
+            "INSERT INTO racks (id, zone) VALUES (1, 1), (2, 7), (3, NULL)"
+        )
+
+    def add() -> None:
+        with engine.connect() as conn, in_revision(conn):
+            ddl.add_foreign_key("racks_zone", "racks", ["zone"], "zones", ["id"])
+
+    if engine.dialect.name == "sqlite":
+        with pytest.raises(MigrationError, match="without rebuilding it"):
+            add()
+        return
+    with pytest.raises(MigrationError, match="racks has rows whose zone match no"):
+        add()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE racks SET zone = 1 WHERE id = 2")
+    add()
+    [key] = sa.inspect(engine).get_foreign_keys("racks")
+    assert (key["name"], key["constrained_columns"], key["referred_table"]) == (
+        "racks_zone",
+        ["zone"],
+        "zones",
+    )
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO racks (id, zone) VALUES (4, 9)")

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import dialects
 from sqlalchemy.engine import Dialect
 
+from rpccompat.exceptions import MigrationError
+
 if TYPE_CHECKING:
     from rpccompat.db.sync import ColumnSync, Renderer
 
@@ -129,6 +131,22 @@ class Backend:
 
     def drop_index(self, name: str, table: str) -> str:
         return f"DROP INDEX IF EXISTS {self.quote(name)}"
+
+    def unchecked_foreign_key(
+        self, name: str, constraint: str
+    ) -> tuple[list[str], str, list[str]]:
+        """``constraint`` (ALTER TABLE ... ADD CONSTRAINT ... FOREIGN KEY)
+        added without checking the rows under a lock: the settings to make
+        before it, the statement, the settings to restore after it."""
+        raise MigrationError(
+            f"{self.name} cannot add foreign key {name} to an existing table "
+            "without rebuilding it; declare it when the table is created"
+        )
+
+    def validate_constraint(self, table: str, name: str) -> str | None:
+        """The statement checking the rows of a constraint added unchecked
+        while writers go on, or None: the rows are checked by a query."""
+        return None
 
     # -- triggers -------------------------------------------------------------------
 

@@ -104,6 +104,16 @@ class MySQL(Backend):
             f"ALTER TABLE {self.quote(table)} DROP INDEX {self.quote(name)}, {ONLINE}"
         )
 
+    def unchecked_foreign_key(
+        self, name: str, constraint: str
+    ) -> tuple[list[str], str, list[str]]:
+        # With foreign_key_checks off, the only way in place.
+        return (
+            ["SET SESSION foreign_key_checks = 0"],
+            f"{constraint}, {ONLINE}",
+            ["SET SESSION foreign_key_checks = 1"],
+        )
+
     # -- triggers: one BEFORE trigger per event, SET NEW -----------------------------
 
     def column_sync_suffixes(self) -> tuple[str, ...]:

@@ -98,6 +98,15 @@ class PostgreSQL(Backend):
     def drop_index(self, name: str, table: str) -> str:
         return f"DROP INDEX CONCURRENTLY IF EXISTS {self.quote(name)}"
 
+    def unchecked_foreign_key(
+        self, name: str, constraint: str
+    ) -> tuple[list[str], str, list[str]]:
+        return [], f"{constraint} NOT VALID", []  # a brief lock, no scan
+
+    def validate_constraint(self, table: str, name: str) -> str | None:
+        # Scans under a lock that lets writes through.
+        return f"ALTER TABLE {self.quote(table)} VALIDATE CONSTRAINT {self.quote(name)}"
+
     # -- triggers: a BEFORE trigger assigns NEW --------------------------------------
 
     def column_sync_suffixes(self) -> tuple[str, ...]:
