@@ -114,7 +114,8 @@ class MovedColumns:
             sa.or_(*(old.c[c].is_not(None) for c in self.old)),
             ~sa.exists().where(mine),
         )
-        missing = missing.with_for_update(read=True, of=old)  # SQLite: no need
+        # In key order, as every converter locks rows (SQLite: no need).
+        missing = missing.order_by(old.c[self.key]).with_for_update(read=True, of=old)
         insert = (
             backend(conn)
             .insert_ignoring(new, self.to_key)
@@ -164,8 +165,10 @@ class MovedColumns:
         if not empty:
             return found
         self.migrate_rows(conn, empty)
-        again = query.where(old.c[self.key].in_(empty)).with_for_update(
-            read=True, of=old
+        again = (
+            query.where(old.c[self.key].in_(empty))
+            .order_by(old.c[self.key])
+            .with_for_update(read=True, of=old)
         )
         fresh = {row[0]: tuple(row[1:]) for row in conn.execute(again)}
         for key in empty:  # a row deleted meanwhile is gone

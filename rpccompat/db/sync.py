@@ -194,15 +194,34 @@ class ColumnSync:
         )
 
     def migrate(self, conn: sa.Connection, where: ColumnElement[bool]) -> int:
-        """Convert the rows of ``where`` that need it; returns how many did."""
-        return conn.execute(self.typed(conn).convert(where)).rowcount
+        """Convert the rows of ``where`` that need it; returns how many did.
+
+        Every converter (the backfill, each reader) locks the rows it
+        converts in key order, so two of them never each hold a row the
+        other waits for; where the UPDATE itself would lock them in another
+        order they are locked first.
+        """
+        typed = self.typed(conn)
+        if not backend(conn).updates_in_key_order:
+            key = typed.table_clause.c[self.key]
+            disagree = sa.and_(where, sa.not_(typed.agree(typed.table_clause.c)))
+            locking = sa.select(key).where(disagree).order_by(key).with_for_update()
+            if not conn.execute(locking).all():
+                return 0
+        return conn.execute(typed.convert(where)).rowcount
 
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
-        """Convert these rows now; returns how many needed it (see read)."""
-        keys = list(keys)
+        """Convert these rows now, in key order; returns how many needed it
+        (see read).  Where an UPDATE of a list of keys may lock other rows
+        too (MySQL's scan under REPEATABLE READ), one row at a time."""
+        keys = sorted(keys)
         if not keys:
             return 0
-        return self.migrate(conn, self.table_clause.c[self.key].in_(keys))
+        key = self.table_clause.c[self.key]
+        if backend(conn).updates_only_its_rows:
+            return self.migrate(conn, key.in_(keys))
+        one = self.typed(conn).convert(key == sa.bindparam("_key"))
+        return conn.execute(one, [{"_key": k} for k in keys]).rowcount
 
     def typed(self, conn: sa.Connection) -> ColumnSync:
         """This sync, its conversions cast to their columns' types on
@@ -237,10 +256,12 @@ class ColumnSync:
         ``query`` selects the key and the new columns.  Rows whose new
         columns are all NULL or at their defaults (as expand left the rows
         the old release wrote before it, until the backfill reaches them)
-        are converted first where their shapes disagree, then read again.
-        The conversion is the backfill's: it skips a row whose shapes agree
-        by the time it holds the row's lock, so a new-shape write committed
-        since the SELECT is read back, not reset.
+        are read again with a lock, in key order as every converter locks
+        them, and those still unconverted are converted and read back.
+        The locking read sees what another reader, the backfill or a
+        new-shape write committed since the first read (a plain one would
+        see REPEATABLE READ's snapshot again, MySQL's default), and the
+        conversion skips a row whose shapes agree, so such a write is kept.
         New code reads and writes only the new columns; it never names the
         old ones, so it keeps working after contract drops them.
         """
@@ -248,21 +269,25 @@ class ColumnSync:
         stale = {row._mapping[self.key] for row in rows if self._unconverted(row)}
         if not stale:
             return rows
-        self.migrate_rows(conn, stale)
-        # Read them again even if this converted nothing: a concurrent reader
-        # or the backfill may have converted them meanwhile.  A locking read,
-        # since under REPEATABLE READ (MySQL's default) a plain one would see
-        # this transaction's snapshot again, from before that conversion.
-        again = query.where(query.selected_columns[self.key].in_(stale))
-        fresh = {
-            row._mapping[self.key]: row
-            for row in conn.execute(again.with_for_update(read=True))
-        }
+        by_key = query.selected_columns[self.key]
+        again = query.where(by_key.in_(stale)).order_by(None).order_by(by_key)
+        fresh = self._by_key(conn.execute(again.with_for_update()))
+        unconverted = [k for k, row in fresh.items() if self._unconverted(row)]
+        if unconverted:
+            self.migrate_rows(conn, unconverted)  # rows this holds: no wait
+            # Read back even if this converted nothing: SQLite (pysqlite)
+            # reads outside the transaction its UPDATE begins, so another
+            # writer may have converted them since.
+            converted = again.where(by_key.in_(unconverted)).with_for_update()
+            fresh.update(self._by_key(conn.execute(converted)))
         return [  # in the query's order; rows deleted meanwhile are gone
             fresh[key] if key in stale else row
             for row in rows
             if (key := row._mapping[self.key]) not in stale or key in fresh
         ]
+
+    def _by_key(self, rows: Iterable[sa.Row]) -> dict[Any, sa.Row]:
+        return {row._mapping[self.key]: row for row in rows}
 
     def _unconverted(self, row: sa.Row) -> bool:
         """Whether the new columns of ``row`` are as expand left them."""

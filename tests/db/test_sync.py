@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import threading
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -213,6 +216,90 @@ def test_a_converting_sync_dropped_copies_nothing_more(disks):
     assert disk(disks, 2) == (None, 5120)
 
 
+def _stale_disks(engine: sa.Engine, rng: random.Random, count: int) -> None:
+    """``count`` disks written before the sync, in a heap order of their own."""
+    with engine.begin() as conn:
+        for statement in SIZES.drop_triggers(engine.dialect.name):
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("DELETE FROM disks")
+        conn.execute(
+            sa.text("INSERT INTO disks (id, size_gb) VALUES (:id, :gb)"),
+            [{"id": k, "gb": k} for k in rng.sample(range(count), count)],
+        )
+        moved = rng.sample(range(count), count // 2)  # PostgreSQL: to the heap's end
+        conn.execute(
+            sa.text("UPDATE disks SET label = 'moved' WHERE id = :id"),
+            [{"id": k} for k in moved],
+        )
+        for statement in SIZES.create_triggers(engine.dialect.name):
+            conn.exec_driver_sql(statement)
+
+
+def _concurrently(*jobs: Callable[[], None]) -> list[BaseException]:
+    """Run the jobs at once in threads; what each raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def run(job: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            job()
+        except BaseException as error:  # the test reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_readers_and_the_backfill_converting_the_same_rows_never_deadlock(disks, seed):
+    """Each reader converts the rows it reads, the backfill the same rows
+    in batches, a writer writes the new shape: all at once, none fails,
+    and every row ends converted or as the writer left it.
+
+    Every converter locks rows in key order; PostgreSQL's UPDATE alone
+    locks them in heap order, which the rows' updates shuffle.
+    """
+    rng = random.Random(seed)
+    count = 200
+    _stale_disks(disks, rng, count)
+    column = SIZES.table_clause.c
+    written = {k: 1024 * (count + k) for k in rng.sample(range(count), 20)}
+
+    def reader(keys: list[int]) -> Callable[[], None]:
+        query = sa.select(column.id, column.size_mb).where(column.id.in_(keys))
+        query = query.order_by(rng.choice([column.id, column.id.desc()]))
+
+        def read() -> None:
+            for _ in range(3):
+                with disks.begin() as conn:
+                    rows = SIZES.read(conn, query)
+                    assert all(row.size_mb is not None for row in rows)
+
+        return read
+
+    def backfill() -> None:
+        for low in range(0, count, 40):
+            with disks.begin() as conn:
+                SIZES.migrate(conn, column.id.between(low, low + 39))
+
+    def writer() -> None:
+        for key, mb in written.items():
+            write(disks, "UPDATE disks SET size_mb = :mb WHERE id = :id", mb=mb, id=key)
+
+    readers = [reader(rng.sample(range(count), count // 2)) for _ in range(4)]
+    errors = _concurrently(*readers, backfill, writer)
+    assert not errors, f"seed {seed}: {errors[0]!r}"
+    for key in range(count):
+        assert disk(disks, key) == (
+            (count + key, written[key]) if key in written else (key, 1024 * key)
+        ), f"seed {seed}, disk {key}"
+
+
 def test_read_converts_rows_not_yet_migrated_then_returns_them(engine):
     """Migrate on load: new code reads only ``name``, even of old rows."""
     database = schema.install_alpha(engine)
@@ -303,14 +390,17 @@ def test_migrate_rows_keeps_what_the_new_release_wrote(images):
 
 
 def test_read_keeps_a_new_shape_write_between_its_select_and_its_conversion(images):
-    """The row read had no visibility yet; before read() converts it, the new
-    release sets 'private' (is_public stays false: it agrees)."""
+    """The row read had no visibility yet; before read() locks it to convert
+    it, the new release sets 'private' (is_public stays false: it agrees)."""
     query = sa.select(sa.column("id"), sa.column("visibility")).select_from(
         sa.table("images")
     )
+    reads = 0
 
     def concurrent_write(conn, cursor, statement, *args) -> None:
-        if statement.startswith("UPDATE images"):
+        nonlocal reads
+        reads += statement.startswith("SELECT")
+        if reads == 2 and statement.startswith("SELECT"):  # the locking read
             write(
                 images, "UPDATE images SET visibility = 'private' WHERE id = 'before'"
             )

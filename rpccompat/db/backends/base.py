@@ -60,6 +60,12 @@ class Backend:
     alters_columns = True
     #: The isolation level a backfill's connection runs at, if not the default.
     backfill_isolation: str | None = None
+    #: Whether an UPDATE over a key range or list locks its rows in key order
+    #: (InnoDB walks its clustered index; SQLite has one writer at a time).
+    #: Two converters locking rows in orders of their own can deadlock.
+    updates_in_key_order = True
+    #: Whether an UPDATE of a list of keys locks those rows only.
+    updates_only_its_rows = True
 
     @functools.cached_property
     def dialect(self) -> Dialect:

@@ -48,6 +48,9 @@ class MySQL(Backend):
     # A row the backfill converts is read as committed now, not as the
     # snapshot of REPEATABLE READ.
     backfill_isolation = "READ COMMITTED"
+    #: Under REPEATABLE READ an UPDATE the optimizer runs as a scan keeps a
+    #: lock on every row it reads, out of order with those the caller holds.
+    updates_only_its_rows = False
 
     def lock_timeout(self, seconds: float) -> str | None:
         # Whole seconds, rounded down: under one it does not wait at all

@@ -56,6 +56,9 @@ class PostgreSQL(Backend):
     )
     transactional_ddl = True
     casts_conversions = True
+    #: It locks rows in the order its plan reads them, heap order for a scan,
+    #: and an updated row moves in the heap.
+    updates_in_key_order = False
     concurrent_indexes = True
     invalid_index = (
         "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
