@@ -259,8 +259,12 @@ def _integer(value: str | None) -> Values:
     return (int(value) if digits else None,)
 
 
+# recipe: rename
+RENAMES = ColumnSync.rename("renames", "id", old="display_name", new="name")
+# end of recipe
+
 RENAME = Shape(
-    ColumnSync.rename("renames", "id", old="display_name", new="name"),
+    RENAMES,
     {"display_name": "VARCHAR(64)", "name": "VARCHAR(64)"},
     old_values=[(None,), ("alpha",), ("beta",), ("gamma delta",)],
     new_values=[(None,), ("alpha",), ("beta",), ("epsilon",)],
@@ -268,16 +272,20 @@ RENAME = Shape(
     to_old=lambda new: new,
 )
 
+# recipe: lossy
+IMAGES = recipes.value_map(
+    "images",
+    "id",
+    "is_public",
+    "visibility",
+    {True: "public", False: "shared"},
+    {"public": True},
+    old_default=False,
+)
+# end of recipe
+
 VISIBILITY = Shape(
-    recipes.value_map(
-        "images",
-        "id",
-        "is_public",
-        "visibility",
-        {True: "public", False: "shared"},
-        {"public": True},
-        old_default=False,
-    ),
+    IMAGES,
     {"is_public": "BOOLEAN", "visibility": "VARCHAR(9)"},
     old_values=[(None,), (True,), (False,)],
     new_values=[(None,), ("public",), ("private",), ("shared",), ("community",)],
@@ -285,8 +293,12 @@ VISIBILITY = Shape(
     to_old=lambda new: (None if new[0] is None else new[0] == "public",),
 )
 
+# recipe: split
+ENDPOINTS = recipes.split("endpoints", "id", "endpoint", ("host", "port"), ":")
+# end of recipe
+
 ENDPOINT = Shape(
-    recipes.split("endpoints", "id", "endpoint", ("host", "port"), ":"),
+    ENDPOINTS,
     {"endpoint": "VARCHAR(64)", "host": "VARCHAR(64)", "port": "VARCHAR(16)"},
     old_values=[(None,), ("db",), ("db:3306",), ("web:",), ("::1",), (":80",)],
     new_values=[
@@ -301,8 +313,12 @@ ENDPOINT = Shape(
     to_old=lambda new: _join(*new, ":"),
 )
 
+# recipe: merge
+PEOPLE = recipes.merge("people", "id", ("first_name", "last_name"), "full_name", " ")
+# end of recipe
+
 FULL_NAME = Shape(
-    recipes.merge("people", "id", ("first_name", "last_name"), "full_name", " "),
+    PEOPLE,
     {
         "first_name": "VARCHAR(32)",
         "last_name": "VARCHAR(32)",
@@ -320,8 +336,12 @@ FULL_NAME = Shape(
     to_old=lambda new: _split(new[0], " "),
 )
 
+# recipe: integer
+QUOTAS = recipes.integer_from_string("quotas", "id", "quota", "quota_int")
+# end of recipe
+
 QUOTA = Shape(
-    recipes.integer_from_string("quotas", "id", "quota", "quota_int"),
+    QUOTAS,
     {"quota": "VARCHAR(16)", "quota_int": "INTEGER"},
     old_values=[(None,), ("0",), ("7",), ("007",), ("42",), ("abc",), ("-3",)],
     new_values=[(None,), (0,), (7,), (42,), (-3,), (1234567890,)],
@@ -329,8 +349,12 @@ QUOTA = Shape(
     to_old=lambda new: (None if new[0] is None else str(new[0]),),
 )
 
+# recipe: widened
+COUNTERS = recipes.widened_integer("counters", "id", "hits", "hits_big")
+# end of recipe
+
 COUNTER = Shape(
-    recipes.widened_integer("counters", "id", "hits", "hits_big"),
+    COUNTERS,
     {"hits": "INTEGER", "hits_big": "BIGINT"},
     old_values=[(None,), (0,), (-5,), (2**31 - 1,), (-(2**31),)],
     new_values=[(None,), (7,), (2**31 - 1,), (2**31,), (2**40,), (-(2**40),)],
@@ -340,8 +364,12 @@ COUNTER = Shape(
 
 # The old column NOT NULL with no default: a new-shape INSERT would leave it
 # NULL (on SQLite before the AFTER trigger fills it), so expand relaxes it.
+# recipe: relaxed
+HOSTS = ColumnSync.rename("hosts", "id", "hostname", "host_name")
+# end of recipe
+
 HOSTNAME = Shape(
-    ColumnSync.rename("hosts", "id", "hostname", "host_name"),
+    HOSTS,
     {"hostname": "VARCHAR(64)", "host_name": "VARCHAR(64)"},
     old_values=[("alpha",), ("beta",), ("gamma delta",)],
     new_values=[(None,), ("alpha",), ("epsilon",)],
@@ -352,17 +380,21 @@ HOSTNAME = Shape(
 
 # A new NOT NULL column with a default, from an old one with a default: an
 # INSERT that names one shape leaves the other at its default.
+# recipe: defaults
+SWITCHES = recipes.value_map(
+    "switches",
+    "id",
+    "enabled",
+    "state",
+    {True: "enabled", False: "disabled"},
+    {"enabled": True},
+    old_default=False,
+    defaults={"enabled": True, "state": "enabled"},
+)
+# end of recipe
+
 STATE = Shape(
-    recipes.value_map(
-        "switches",
-        "id",
-        "enabled",
-        "state",
-        {True: "enabled", False: "disabled"},
-        {"enabled": True},
-        old_default=False,
-        defaults={"enabled": True, "state": "enabled"},
-    ),
+    SWITCHES,
     {
         "enabled": "BOOLEAN DEFAULT TRUE",
         "state": "VARCHAR(8) NOT NULL DEFAULT 'enabled'",
@@ -380,14 +412,18 @@ def _fits_32_bits(value: int | None) -> int | None:
 
 
 # Heat's case: a resource's properties moved into a table of their own.
+# recipe: moved
+RESOURCES = MovedColumns(
+    "resources",
+    "id",
+    {"properties": "data", "template": "template_name"},
+    "resource_properties",
+    "resource_id",
+)
+# end of recipe
+
 PROPERTIES = MovedShape(
-    MovedColumns(
-        "resources",
-        "id",
-        {"properties": "data", "template": "template_name"},
-        "resource_properties",
-        "resource_id",
-    ),
+    RESOURCES,
     {"properties": "VARCHAR(64)", "template": "VARCHAR(32)"},
     old_values=[(None, None), ("{}", None), ('{"a": 1}', "t1"), (None, "t2")],
     new_values=[(None, None), ("{}", "t1"), ('{"b": 2}', None), (None, "t3")],

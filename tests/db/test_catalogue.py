@@ -126,7 +126,9 @@ def test_a_unique_index_is_refused_over_duplicates_then_built_under_writes(
 def _unique_mac_index(engine: sa.Engine):
     def build() -> None:
         with engine.connect() as conn, in_revision(conn):
+            # recipe: unique index
             ddl.create_index("ports_mac", "ports", ["mac"], unique=True)
+            # end of recipe
 
     return build
 

@@ -15,7 +15,7 @@ from rpccompat.db import ddl
 from rpccompat.db.sync import REFUSED, ColumnSync
 from rpccompat.demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
-from tests.db.shapes import VISIBILITY, in_revision
+from tests.db.shapes import IMAGES, VISIBILITY, in_revision
 
 SYNC = beta.NAME_SYNC
 BEFORE_EXPAND = ["alpha-0", "alpha-1", "alpha-2"]  # written before any trigger
@@ -329,8 +329,6 @@ def test_read_returns_a_row_converted_by_another_reader_after_its_snapshot(
 
 
 # -- a lossy mapping: is_public becomes visibility, as in Glance's Ocata ---------
-
-IMAGES = VISIBILITY.sync
 
 
 @pytest.fixture
