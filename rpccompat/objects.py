@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from oslo_versionedobjects import base as ovo_base
@@ -189,8 +189,10 @@ def _manifest_for_version(history: History, objects_version: str) -> Mapping[str
 def backport(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> dict:
     """``obj`` as a primitive a peer with ``manifest`` reads, children included.
 
-    The manifest is always passed: without one, oslo.versionedobjects leaves
-    children at their own version.
+    Each object goes at its own version or the manifest's, whichever is
+    lower: one that arrived from an older peer is sent on as it is, never
+    "backported" up.  The manifest is always passed: without one,
+    oslo.versionedobjects leaves children at their own version.
     """
     name = obj.obj_name()
     if name not in manifest:
@@ -199,29 +201,71 @@ def backport(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> dict
             f"(it knows {', '.join(sorted(manifest)) or 'no objects'}); wait for "
             "its pin to lift, or do not send this object to it"
         )
-    if _at_manifest(obj, manifest):
+    if _at_or_below(obj, manifest):
         return obj.obj_to_primitive()  # nothing to backport: skip the compat pass
-    return obj.obj_to_primitive(
-        target_version=manifest[name], version_manifest=dict(manifest)
+    target = min(obj.VERSION, manifest[name], key=version_tuple)
+    primitive = obj.obj_to_primitive(
+        target_version=target, version_manifest=dict(manifest)
     )
+    _send_older_children_as_they_are(obj, primitive, manifest)
+    return primitive
 
 
-def _at_manifest(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> bool:
-    """Whether ``obj`` and every object under it are at ``manifest``'s version.
+def _at_or_below(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> bool:
+    """Whether ``obj`` and every object under it are at or below
+    ``manifest``'s versions.
 
     Given a manifest, oslo.versionedobjects runs its compatibility pass over
     the whole tree even when no object differs, serialising every child a
     second time; most objects a pinned client sends are already at the pin.
     """
-    if manifest.get(obj.obj_name()) != obj.VERSION:
+    if not _at_most(obj.VERSION, manifest.get(obj.obj_name())):
         return False
+    return all(
+        child is None or _at_or_below(child, manifest) for child in _children(obj)
+    )
+
+
+def _send_older_children_as_they_are(
+    obj: ovo_base.VersionedObject, primitive: dict, manifest: Mapping[str, str]
+) -> None:
+    """oslo.versionedobjects labels every child of a backported object at the
+    manifest's version, even one older than it, whose receiver then takes it
+    for having fields it lacks: such a child is sent at its own version."""
+    data = primitive[f"{obj.OBJ_SERIAL_NAMESPACE}.data"]
+    for name in _object_fields(type(obj)):
+        if name not in data or data[name] is None:
+            continue  # not set, None, or dropped for the target version
+        value = getattr(obj, name)
+        if isinstance(value, list):
+            data[name] = [
+                _child(c, p, manifest) for c, p in zip(value, data[name], strict=True)
+            ]
+        else:
+            data[name] = _child(value, data[name], manifest)
+
+
+def _child(
+    child: ovo_base.VersionedObject, primitive: dict, manifest: Mapping[str, str]
+) -> dict:
+    wanted = manifest.get(child.obj_name())
+    if wanted is not None and version_tuple(child.VERSION) < version_tuple(wanted):
+        return backport(child, manifest)
+    _send_older_children_as_they_are(child, primitive, manifest)
+    return primitive
+
+
+def _children(obj: ovo_base.VersionedObject) -> Iterator[Any]:
     for name in _object_fields(type(obj)):
         if obj.obj_attr_is_set(name):
             value = getattr(obj, name)
-            children = value if isinstance(value, list) else (value,)
-            if not all(c is None or _at_manifest(c, manifest) for c in children):
-                return False
-    return True
+            yield from value if isinstance(value, list) else (value,)
+
+
+def _at_most(version: str, limit: str | None) -> bool:
+    return version == limit or (
+        limit is not None and version_tuple(version) <= version_tuple(limit)
+    )
 
 
 @functools.cache

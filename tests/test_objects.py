@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import random
+
 import pytest
+from oslo_versionedobjects import fields as ovo_fields
 
 from rpccompat.demo import alpha, beta
 from rpccompat.exceptions import IncompatibleObject, UnknownVersion
-from rpccompat.objects import backport
+from rpccompat.objects import ObjectRegistry, VersionedObject, backport
 
 
 def _beta_volume():
@@ -62,3 +65,139 @@ def test_an_object_version_that_is_not_a_version_is_refused_in_one_short_line(ob
     with pytest.raises(UnknownVersion, match="is not a version") as err:
         beta.OBJECTS.class_for("Volume", objver)
     assert len(str(err.value)) < 100
+
+
+# -- objects that arrived old, over three releases of a project of their own ------
+
+#: The fields each version of each class has: a Tag gains fields in 1.1 and
+#: 1.2, a Box a label in 1.1 and a list of tags in 1.2.
+FIELDS = {
+    "Tag": {
+        "1.0": ("name",),
+        "1.1": ("name", "color"),
+        "1.2": ("name", "color", "size"),
+    },
+    "Box": {"1.0": ("name", "tag"), "1.1": ("name", "tag", "label")},
+}
+FIELDS["Box"]["1.2"] = (*FIELDS["Box"]["1.1"], "tags")
+KINDS = {
+    "name": lambda: ovo_fields.StringField(),
+    "color": lambda: ovo_fields.StringField(),
+    "size": lambda: ovo_fields.IntegerField(),
+    "label": lambda: ovo_fields.StringField(nullable=True),
+    "tag": lambda: ovo_fields.ObjectField("Tag", nullable=True),
+    "tags": lambda: ovo_fields.ListOfObjectsField("Tag"),
+}
+RELEASES = ("1.0", "1.1", "1.2")  # release i has every class at RELEASES[i]
+
+
+def _release(version: str) -> ObjectRegistry:
+    """A code base with both classes at ``version``."""
+    registry = ObjectRegistry()
+
+    class Base(VersionedObject):
+        OBJ_PROJECT_NAMESPACE = "boxes"
+        OBJ_REGISTRY = registry
+
+        def obj_make_compatible(self, primitive: dict, target_version: str) -> None:
+            super().obj_make_compatible(primitive, target_version)
+            for name in set(primitive) - set(FIELDS[self.obj_name()][target_version]):
+                del primitive[name]
+
+    for name in ("Tag", "Box"):
+        fields = {f: KINDS[f]() for f in FIELDS[name][version]}
+        registry.register(type(name, (Base,), {"VERSION": version, "fields": fields}))
+    return registry
+
+
+REGISTRIES = [_release(version) for version in RELEASES]
+
+
+def _tree(rng: random.Random) -> VersionedObject:
+    """A Box at the newest release whose objects were each built by a random
+    release and read by the newest, as when an old peer sent them (a child
+    by no newer a release than its parent)."""
+    newest = REGISTRIES[-1].classes()
+
+    def built(release: int, objname: str, /, **values: object) -> VersionedObject:
+        cls = REGISTRIES[release].classes()[objname]
+        return cls(**{k: v for k, v in values.items() if k in cls.fields})
+
+    def arrived(obj: VersionedObject) -> VersionedObject:
+        return newest[obj.obj_name()].obj_from_primitive(obj.obj_to_primitive())
+
+    def tag(up_to: int) -> VersionedObject:
+        size = rng.randrange(9)
+        return built(rng.randrange(up_to + 1), "Tag", name="t", color="c", size=size)
+
+    release = rng.randrange(len(REGISTRIES))
+    box = arrived(
+        built(
+            release,
+            "Box",
+            name="b",
+            label=rng.choice([None, "l"]),
+            tag=rng.choice([None, tag(release)]),
+            tags=[tag(release) for _ in range(rng.randrange(3))],
+        )
+    )
+    if rng.random() < 0.3:
+        box.tag = arrived(tag(len(REGISTRIES) - 1))  # set by the newest code
+    return box
+
+
+def _expected(obj: VersionedObject, manifest: dict) -> tuple:
+    """What a peer of ``manifest`` must get for ``obj``: each object at its
+    own version or the manifest's, whichever is lower, with the fields set
+    that this version has."""
+    name = obj.obj_name()
+    version = min(obj.VERSION, manifest[name])
+    data = {}
+    for field in FIELDS[name][version]:
+        if obj.obj_attr_is_set(field):
+            value = getattr(obj, field)
+            if isinstance(value, list):
+                value = [_expected(v, manifest) for v in value]
+            elif isinstance(value, VersionedObject):
+                value = _expected(value, manifest)
+            data[field] = value
+    return name, version, data
+
+
+def _sent(primitive: dict) -> tuple:
+    data = {
+        k: [_sent(v) for v in value]
+        if isinstance(value, list)
+        else _sent(value)
+        if isinstance(value, dict)
+        else value
+        for k, value in primitive["versioned_object.data"].items()
+    }
+    return (
+        primitive["versioned_object.name"],
+        primitive["versioned_object.version"],
+        data,
+    )
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_an_object_tree_that_arrived_old_is_sent_on_at_no_version_above_its_own(seed):
+    """Sent to a peer of every release, each object is at the lower of its
+    own version and the peer's, with its fields, and the peer reads it."""
+    rng = random.Random(seed)
+    box = _tree(rng)
+    for peer in REGISTRIES:
+        manifest = {n: c.VERSION for n, c in peer.classes().items()}
+        primitive = backport(box, manifest)
+        assert _sent(primitive) == _expected(box, manifest), f"seed {seed}"
+        peer.classes()["Box"].obj_from_primitive(primitive)
+
+
+def test_an_object_from_an_older_peer_is_sent_on_as_it_came():
+    """The issue's case: a beta node returns a Volume an alpha caller sent."""
+    got = beta.VolumesObject.obj_from_primitive(
+        alpha.Volume(id="0" * 32, name="v", size=1, status="new").obj_to_primitive()
+    )
+    primitive = backport(got, beta.HISTORY.current.objects)
+    assert primitive["versioned_object.version"] == "1.0"
+    assert alpha.Volume.obj_from_primitive(primitive).name == "v"
