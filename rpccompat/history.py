@@ -141,8 +141,9 @@ class History:
             return rel.rpc[binary]
         except KeyError:
             raise HistoryError(
-                f"release {rel.name!r} of {self.project} has no binary {binary!r}; "
-                f"binaries: {', '.join(rel.rpc) or 'none'}"
+                f"release {rel.name!r} of {self.project} has no binary {binary!r} "
+                f"(it has: {', '.join(rel.rpc) or 'none'}); name it in that "
+                "release's rpc map, or give the endpoint one of its BINARY names"
             ) from None
 
     def release_for_rpc(self, binary: str, version: str) -> Release:

@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 
 AUTO = "auto"
 NO_SERVICES = "no services"  # a pin that must not be cached
+UPGRADE_LEVELS = "upgrade_levels"  # a pin set in the configuration
 
 # The control channel's wire format is frozen: every release must speak it.
 CONTROL_VERSION = "1.0"
@@ -43,7 +44,7 @@ class Pin:
     objects_version: str
     manifest: Mapping[str, str]
     release: str
-    source: str  # AUTO, "upgrade_levels" or NO_SERVICES
+    source: str  # AUTO, UPGRADE_LEVELS or NO_SERVICES
     holders: tuple[ServiceInfo, ...] = ()
     # Services up that speak older than every release of the history: no
     # version here reaches them, so they are left out of the pin and reported.
@@ -62,6 +63,19 @@ class Pin:
         return (
             f"{self.binary}: rpc {self.rpc_version}, objects {self.objects_version} "
             f"({self.release}), held by {held}"
+        )
+
+    def lifted_by(self) -> str:
+        """Who holds this pin and what lifts it, for an error message."""
+        if self.source == UPGRADE_LEVELS:
+            return (
+                f"set by [upgrade_levels] {self.binary} in the configuration; "
+                f"raise it (or set it to {AUTO}) once every {self.binary} "
+                "service runs a newer release"
+            )
+        return (
+            f"held by {self.holder_names}; upgrade those services or remove "
+            "their stale rows"
         )
 
     def left_out(self) -> list[str]:
@@ -98,9 +112,7 @@ def compute_pin(
     if level != AUTO:
         release = history.resolve_level(binary, level)
         rpc = release.rpc[binary] if level == release.name else level
-        return _pin(
-            binary, release, "upgrade_levels", rpc_version=_capped(rpc, own_rpc)
-        )
+        return _pin(binary, release, UPGRADE_LEVELS, rpc_version=_capped(rpc, own_rpc))
     now = utcnow()
     spoken, too_old = [], []
     for s in services:
@@ -224,7 +236,10 @@ class Pins:
 
     def get(self, binary: str) -> Pin:
         pin = self._cache.get(binary)
-        return pin if pin is not None else self.refresh()[binary]
+        if pin is None:
+            self.history.rpc_version(binary)  # a clear error if it has none
+            pin = self.refresh()[binary]
+        return pin
 
     def current(self) -> dict[str, Pin]:
         """Every binary's pin now, from the cache where there is one."""

@@ -249,6 +249,7 @@ class RPCClient:
         self.pins = pins
         self.objects = objects
         self.binary = endpoint.BINARY
+        pins.history.rpc_version(self.binary)  # a clear error if it has none
         self.topic = topic or endpoint.BINARY
         self.timeout = timeout
         self.server = server
@@ -303,9 +304,8 @@ class RPCClient:
                 return spec.fallback(self, context, **kwargs)
             raise IncompatibleCall(
                 f"cannot call {self.binary}.{method}: it needs RPC {spec.since}, but "
-                f"{self.binary} is pinned to {pin.rpc_version} ({pin.release}, "
-                f"{pin.source}) held by {pin.holder_names}; upgrade those services "
-                "or remove their stale rows"
+                f"{self.binary} is pinned to {pin.rpc_version} ({pin.release}), "
+                f"{pin.lifted_by()}"
             )
         version, message = spec.since, {}
         future_args: dict[str, Any] = {}
@@ -321,10 +321,9 @@ class RPCClient:
             elif arg in spec.required:
                 raise IncompatibleCall(
                     f"cannot call {self.binary}.{method} with {arg}: the argument "
-                    f"needs RPC {arg_version}, but {self.binary} is pinned to "
-                    f"{pin.rpc_version} ({pin.release}, {pin.source}) held by "
-                    f"{pin.holder_names}, and it is required, so it may not be "
-                    "dropped; upgrade those services first"
+                    f"is required, so it may not be dropped, and needs RPC "
+                    f"{arg_version}, but {self.binary} is pinned to "
+                    f"{pin.rpc_version} ({pin.release}), {pin.lifted_by()}"
                 )
             else:
                 future_args[arg] = value

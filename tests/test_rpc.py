@@ -6,8 +6,13 @@ import oslo_messaging as messaging
 import pytest
 
 from rpccompat.demo import alpha, beta
-from rpccompat.exceptions import IncompatibleCall, IncompatibleObject, InvalidFutureArgs
-from rpccompat.rpc import make_transport
+from rpccompat.exceptions import (
+    HistoryError,
+    IncompatibleCall,
+    IncompatibleObject,
+    InvalidFutureArgs,
+)
+from rpccompat.rpc import RPCClient, make_transport
 
 CTXT = {"request_id": "req-test"}
 
@@ -82,6 +87,37 @@ def test_method_too_new_raises_before_sending(cluster):
         object.__setattr__(spec, "fallback", beta._extend_on_alpha)
     assert "extend_volume" in str(err.value) and "volume@old-host" in str(err.value)
     assert not client.can_send("extend_volume")
+
+
+def test_a_pin_from_the_configuration_is_named_as_what_to_change(cluster):
+    """Nobody holds it: the fix is ``[upgrade_levels]``, not an upgrade."""
+    cluster.node("beta")
+    client = cluster.client("beta", level="alpha")
+    spec = beta.VolumeManager.rpc_methods["extend_volume"]
+    object.__setattr__(spec, "fallback", None)
+    try:
+        with pytest.raises(IncompatibleCall) as err:
+            client.call(CTXT, "extend_volume", volume_id="x", new_size=3)
+    finally:
+        object.__setattr__(spec, "fallback", beta._extend_on_alpha)
+    message = str(err.value)
+    assert "[upgrade_levels] volume in the configuration" in message
+    assert "held by" not in message and "upgrade those services" not in message
+
+
+def test_an_endpoint_of_a_binary_the_history_does_not_name_is_refused_at_once(
+    cluster,
+):
+    """It failed with a bare KeyError at its first call."""
+
+    class Backups(beta.VolumeManager):
+        BINARY = "backup"
+
+    client = cluster.client("beta")
+    with pytest.raises(HistoryError, match=r"no binary 'backup'.*rpc map"):
+        RPCClient(client.transport, Backups, client.pins, beta.VolumesObject)
+    with pytest.raises(HistoryError, match="no binary 'backup'"):
+        client.pins.get("backup")
 
 
 def test_method_too_new_uses_its_declared_fallback(cluster):
