@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from oslo_versionedobjects import base as ovo_base
@@ -103,7 +103,9 @@ class Serializer(ovo_base.VersionedObjectSerializer):
 
     With ``manifest`` (a client's, from its pin) every object sent is
     backported to it.  Without (a server's), replies are backported to the
-    manifest of the caller, read from the message context.
+    manifest of the caller, read from the message context; to a caller that
+    names none (a plain oslo.messaging client), to ``unversioned()``'s, as
+    Cinder replies at the oldest object version its services run.
     """
 
     def __init__(
@@ -111,10 +113,13 @@ class Serializer(ovo_base.VersionedObjectSerializer):
         base: type[VersionedObject],
         history: History,
         manifest: Mapping[str, str] | None = None,
+        *,
+        unversioned: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.OBJ_BASE_CLASS = base
         self.history = history
         self.manifest = manifest
+        self.unversioned = unversioned or (lambda: history.current.objects)
 
     def serialize_context(self, context: Any) -> dict[str, Any]:
         ctxt = dict(context.to_dict() if hasattr(context, "to_dict") else context or {})
@@ -143,7 +148,7 @@ class Serializer(ovo_base.VersionedObjectSerializer):
         if self.manifest is not None:
             return self.manifest
         caller = _caller_manifest.get()
-        return self.history.current.objects if caller is None else caller
+        return self.unversioned() if caller is None else caller
 
     def _manifest_of(self, objects_version: object) -> Mapping[str, str]:
         """A caller's manifest from the object version in its message."""

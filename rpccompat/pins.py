@@ -245,6 +245,14 @@ class Pins:
         """Every binary's pin now, from the cache where there is one."""
         return {b: self.get(b) for b in self.history.binaries}
 
+    def oldest_manifest(self) -> Mapping[str, str]:
+        """The objects of the oldest release any binary is pinned to: what
+        a caller that names no objects version can read, if anyone can."""
+        pins = list(self._cache.values()) or list(self.refresh().values())
+        releases = [self.history.release(pin.release) for pin in pins]
+        oldest = min(releases, key=self.history.releases.index, default=None)
+        return (oldest or self.history.current).objects
+
     def refresh(self) -> dict[str, Pin]:
         """Recompute every pin from the services table, with one query."""
         pins = compute_pins(

@@ -111,7 +111,9 @@ class Service:
                 self.topic,
                 self.host,
                 self.endpoints,
-                Serializer(self.objects, self.history),
+                Serializer(
+                    self.objects, self.history, unversioned=self.pins.oldest_manifest
+                ),
             )
             self._server.start()
         self._stopping.clear()

@@ -15,6 +15,7 @@ from rpccompat.exceptions import (
 from rpccompat.rpc import RPCClient, make_transport
 
 CTXT = {"request_id": "req-test"}
+VERSION = "versioned_object.version"
 
 
 def test_future_args_reach_a_beta_server_while_pinned_to_alpha(cluster):
@@ -196,6 +197,20 @@ def test_replies_are_backported_to_an_alpha_caller(cluster):
     assert isinstance(got, alpha.Volume)
     assert got.VERSION == "1.0" and got.attachment.VERSION == "1.0"
     assert got.attachment.host == "h"
+
+
+def test_a_caller_naming_no_objects_version_gets_what_every_node_reads(cluster):
+    """A plain oslo.messaging client sends no objects version: while an
+    alpha node counts, a beta node replies at alpha's objects."""
+    new = cluster.node("beta", host="new-host")
+    made = cluster.client("beta").call(CTXT, "create_volume", name="v", size=1)
+    plain = _raw_client(cluster).prepare(server="new-host")
+    assert plain.call(CTXT, "get_volume", volume_id=made.id)[VERSION] == "1.1"
+    cluster.node("alpha", host="old-host")
+    new.service.pins.refresh()  # as the old node's start announces
+    got = plain.call(CTXT, "get_volume", volume_id=made.id)
+    assert got[VERSION] == "1.0"
+    assert alpha.Volume.obj_from_primitive(got).name == "v"
 
 
 def test_alpha_node_rejects_a_beta_only_object_as_it_would_alone(cluster):
