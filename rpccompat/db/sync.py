@@ -198,17 +198,11 @@ class ColumnSync:
 
         Every converter (the backfill, each reader) locks the rows it
         converts in key order, so two of them never each hold a row the
-        other waits for; where the UPDATE itself would lock them in another
-        order they are locked first.
+        other waits for.
         """
         typed = self.typed(conn)
-        if not backend(conn).updates_in_key_order:
-            key = typed.table_clause.c[self.key]
-            disagree = sa.and_(where, sa.not_(typed.agree(typed.table_clause.c)))
-            locking = sa.select(key).where(disagree).order_by(key).with_for_update()
-            if not conn.execute(locking).all():
-                return 0
-        return conn.execute(typed.convert(where)).rowcount
+        with backend(conn).in_key_order(conn):
+            return conn.execute(typed.convert(where)).rowcount
 
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
         """Convert these rows now, in key order; returns how many needed it

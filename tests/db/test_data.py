@@ -69,9 +69,8 @@ Database(create_engine(sys.argv[1]), [schema.TREE]).migrate(
 """
 BLOCKED = {
     "postgresql": (
-        # The batch locks its rows in key order before its UPDATE.
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE '%%FROM volumes%%FOR UPDATE'"
+        "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE volumes%%'"
     ),
     "mysql": (
         "SELECT count(*) FROM information_schema.INNODB_TRX trx "
@@ -83,7 +82,7 @@ BLOCKED = {
 
 
 def wait_until_blocked(engine: sa.Engine, child: subprocess.Popen) -> None:
-    """Until the child's batch waits on a row lock, part-way through."""
+    """Until the child's batch UPDATE waits on a row lock, part-way through."""
     deadline = time.monotonic() + 60
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         while time.monotonic() < deadline:
@@ -107,7 +106,7 @@ def test_data_migration_killed_mid_batch_and_run_again_gets_every_row_right(
         locker = engine.connect()
         child = None
         try:
-            # Batch 2 is [key(1000), key(1999)]: it stops at this row.
+            # Batch 2 is [key(1000), key(1999)]: its UPDATE stops at this row.
             locker.execute(
                 sa.text("SELECT id FROM volumes WHERE id = :id FOR UPDATE"),
                 {"id": LOCKED},

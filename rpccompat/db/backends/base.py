@@ -9,6 +9,7 @@ dialect's name themselves.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from collections.abc import Sequence
@@ -60,12 +61,15 @@ class Backend:
     alters_columns = True
     #: The isolation level a backfill's connection runs at, if not the default.
     backfill_isolation: str | None = None
-    #: Whether an UPDATE over a key range or list locks its rows in key order
-    #: (InnoDB walks its clustered index; SQLite has one writer at a time).
-    #: Two converters locking rows in orders of their own can deadlock.
-    updates_in_key_order = True
     #: Whether an UPDATE of a list of keys locks those rows only.
     updates_only_its_rows = True
+
+    def in_key_order(self, conn: sa.Connection) -> contextlib.AbstractContextManager:
+        """Where the UPDATEs run inside lock rows in key order, as every
+        converter does so that two never wait on each other.  Here already:
+        InnoDB walks its clustered index, SQLite has one writer at a time.
+        """
+        return contextlib.nullcontext()
 
     @functools.cached_property
     def dialect(self) -> Dialect:

@@ -3,8 +3,9 @@ plpgsql trigger functions."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
 
 LOCK_NOT_AVAILABLE = "55P03"
 VOLATILE = r"(now|random|clock_timestamp|gen_random_uuid|uuid_generate_\w+|nextval)"
+
+
+_PLANNER_SETTINGS = sa.text(
+    "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')"
+)
+_SET_PLANNER = sa.text(
+    "SELECT set_config('enable_seqscan', :seqscan, true), "
+    "set_config('enable_bitmapscan', :bitmapscan, true)"
+)
 
 
 class PostgreSQL(Backend):
@@ -56,9 +66,6 @@ class PostgreSQL(Backend):
     )
     transactional_ddl = True
     casts_conversions = True
-    #: It locks rows in the order its plan reads them, heap order for a scan,
-    #: and an updated row moves in the heap.
-    updates_in_key_order = False
     concurrent_indexes = True
     invalid_index = (
         "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -81,6 +88,19 @@ class PostgreSQL(Backend):
             conn.exec_driver_sql(self.lock_timeout(lock_timeout) or "")
             for statement in statements:
                 conn.exec_driver_sql(statement)
+
+    @contextlib.contextmanager
+    def in_key_order(self, conn: sa.Connection) -> Iterator[None]:
+        """PostgreSQL locks rows in the order its plan reads them, which for
+        a sequential or bitmap scan is heap order, and every update moves a
+        row in the heap; a plan that reads the key's index reads them in key
+        order.  Set for the statements inside only: the caller's transaction
+        gets its own settings back (after an error, its rollback does).
+        """
+        before = conn.execute(_PLANNER_SETTINGS).one()
+        conn.execute(_SET_PLANNER, {"seqscan": "off", "bitmapscan": "off"})
+        yield
+        conn.execute(_SET_PLANNER, {"seqscan": before[0], "bitmapscan": before[1]})
 
     def types_of(self, type_: sa.types.TypeEngine[Any]) -> list[Any]:
         """A named native enum is a type of its own here."""
