@@ -108,14 +108,30 @@ class MovedColumns:
         updated.
         """
         old, new = self.table_clause, self.to_table_clause
+        of_where = sa.select(old.c[self.key]).where(where)
+        return self._migrate(conn, where, new.c[self.to_key].in_(of_where))
+
+    def _migrate(
+        self,
+        conn: sa.Connection,
+        where: ColumnElement[bool],
+        new_where: ColumnElement[bool],
+    ) -> int:
+        """``migrate`` of the old rows of ``where``, whose new rows are those
+        of ``new_where``."""
+        old, new = self.table_clause, self.to_table_clause
         mine = new.c[self.to_key] == old.c[self.key]
         missing = sa.select(old.c[self.key], *(old.c[c] for c in self.old)).where(
             where,
             sa.or_(*(old.c[c].is_not(None) for c in self.old)),
             ~sa.exists().where(mine),
         )
-        # In key order, as every converter locks rows (SQLite: no need).
-        missing = missing.order_by(old.c[self.key]).with_for_update(read=True, of=old)
+        # In key order, as every converter locks rows, and as a writer of
+        # the new table, whose trigger writes the old row, holds it: for an
+        # update of it (SQLite: no need).
+        missing = missing.order_by(old.c[self.key]).with_for_update(
+            of=old, key_share=True
+        )
         insert = (
             backend(conn)
             .insert_ignoring(new, self.to_key)
@@ -126,10 +142,7 @@ class MovedColumns:
         )
         update = (
             new.update()
-            .where(
-                new.c[self.to_key].in_(sa.select(old.c[self.key]).where(where)),
-                ~in_step,
-            )
+            .where(new_where, ~in_step)
             .values(
                 {
                     n: sa.select(old.c[o]).where(mine).scalar_subquery()
@@ -140,10 +153,14 @@ class MovedColumns:
         return conn.execute(insert).rowcount + conn.execute(update).rowcount
 
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
-        keys = list(keys)
+        """Bring these rows in step now; returns how many needed it.  The
+        new rows are found by their own key, so that no backend scans (and,
+        under MySQL's REPEATABLE READ, locks) the whole new table."""
+        keys = sorted(keys)
         if not keys:
             return 0
-        return self.migrate(conn, self.table_clause.c[self.key].in_(keys))
+        old, new = self.table_clause.c[self.key], self.to_table_clause.c[self.to_key]
+        return self._migrate(conn, old.in_(keys), new.in_(keys))
 
     def read(self, conn: sa.Connection, keys: Iterable[Any]) -> dict[Any, tuple]:
         """The moved columns of each row of ``keys`` that exists: migrate on
@@ -164,6 +181,12 @@ class MovedColumns:
         empty = [k for k, values in found.items() if all(v is None for v in values)]
         if not empty:
             return found
+        # Hold the old rows first, in key order, as a new-table write after
+        # this read holds them (its trigger writes the old row back).
+        keys_of = sa.select(old.c[self.key]).where(old.c[self.key].in_(empty))
+        conn.execute(
+            keys_of.order_by(old.c[self.key]).with_for_update(of=old, key_share=True)
+        ).all()
         self.migrate_rows(conn, empty)
         again = (
             query.where(old.c[self.key].in_(empty))

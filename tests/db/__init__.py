@@ -1,6 +1,7 @@
 """Shared by the database tests: rows alpha wrote, a sync that converts."""
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
@@ -28,3 +29,23 @@ SIZES = ColumnSync(
     to_new=lambda c: {"size_mb": c.size_gb * 1024},
     to_old=lambda c: {"size_gb": c.size_mb / 1024},
 )
+
+
+def concurrently(*jobs: Callable[[], None]) -> list[BaseException]:
+    """Run the jobs at once in threads; what each raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def run(job: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            job()
+        except BaseException as error:  # the test reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

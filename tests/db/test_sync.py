@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +13,7 @@ from rpccompat import engine as dbengine
 from rpccompat.db import ddl
 from rpccompat.db.sync import REFUSED, ColumnSync
 from rpccompat.demo import beta, schema
-from tests.db import SIZES, insert_alpha_volumes
+from tests.db import SIZES, concurrently, insert_alpha_volumes
 from tests.db.shapes import IMAGES, VISIBILITY, in_revision
 
 SYNC = beta.NAME_SYNC
@@ -235,26 +234,6 @@ def _stale_disks(engine: sa.Engine, rng: random.Random, count: int) -> None:
             conn.exec_driver_sql(statement)
 
 
-def _concurrently(*jobs: Callable[[], None]) -> list[BaseException]:
-    """Run the jobs at once in threads; what each raised."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(jobs))
-
-    def run(job: Callable[[], None]) -> None:
-        start.wait()
-        try:
-            job()
-        except BaseException as error:  # the test reports it
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_readers_and_the_backfill_converting_the_same_rows_never_deadlock(disks, seed):
     """Each reader converts the rows it reads, the backfill the same rows
@@ -292,7 +271,7 @@ def test_readers_and_the_backfill_converting_the_same_rows_never_deadlock(disks,
             write(disks, "UPDATE disks SET size_mb = :mb WHERE id = :id", mb=mb, id=key)
 
     readers = [reader(rng.sample(range(count), count // 2)) for _ in range(4)]
-    errors = _concurrently(*readers, backfill, writer)
+    errors = concurrently(*readers, backfill, writer)
     assert not errors, f"seed {seed}: {errors[0]!r}"
     for key in range(count):
         assert disk(disks, key) == (
