@@ -143,7 +143,7 @@ class History:
             raise HistoryError(
                 f"release {rel.name!r} of {self.project} has no binary {binary!r} "
                 f"(it has: {', '.join(rel.rpc) or 'none'}); name it in that "
-                "release's rpc map, or give the endpoint one of its BINARY names"
+                "release's rpc map, or set the endpoint's BINARY to one of those"
             ) from None
 
     def release_for_rpc(self, binary: str, version: str) -> Release:
