@@ -54,6 +54,22 @@ class ObjectRegistry(ovo_base.VersionedObjectRegistry):
         self._register_class(obj_cls)
         return obj_cls
 
+    def register_if(self, condition: bool):  # type: ignore[override]
+        """oslo.versionedobjects' conditional registration reaches its one
+        global registry; a release's registry has none."""
+        raise TypeError(
+            f"{type(self).__name__} has no conditional registration (register_if, "
+            "objectify): decorate the classes this release has with its "
+            "register, and leave the others out"
+        )
+
+    objectify = register_if
+
+    def obj_classes(self) -> dict[str, list[type[ovo_base.VersionedObject]]]:  # type: ignore[override]
+        """Name -> the classes registered here, newest first (the base
+        class's reads its global registry, which holds none of them)."""
+        return dict(self._obj_classes)
+
     def classes(self) -> dict[str, type[ovo_base.VersionedObject]]:
         """Name -> newest registered class."""
         return {name: classes[0] for name, classes in self._obj_classes.items()}

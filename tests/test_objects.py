@@ -48,6 +48,17 @@ def test_a_child_behind_the_manifest_is_backported_under_a_parent_at_it():
     assert "mode" not in child["versioned_object.data"]
 
 
+def test_a_release_registry_lists_its_own_classes_and_refuses_global_hooks():
+    """The base class's obj_classes() read oslo.versionedobjects' global
+    registry ({}), and its register_if failed with a TypeError of its own."""
+    classes = beta.OBJECTS.obj_classes()
+    assert [c.VERSION for c in classes["Volume"]] == ["1.1"]
+    assert set(classes) == {"Volume", "Attachment"}
+    for hook in (beta.OBJECTS.register_if, beta.OBJECTS.objectify):
+        with pytest.raises(TypeError, match="decorate the classes"):
+            hook(True)
+
+
 def test_object_missing_from_the_manifest_is_refused_before_sending():
     with pytest.raises(IncompatibleObject, match="cannot send a Volume"):
         backport(_beta_volume(), {"Attachment": "1.0"})
