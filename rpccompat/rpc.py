@@ -279,10 +279,18 @@ class RPCClient:
         """Send without waiting."""
         self._send("cast", context, method, kwargs)
 
-    def can_send(self, method: str) -> bool:
-        """Whether the pinned peers have ``method`` (to skip optional work)."""
+    def can_send(self, method: str, arg: str | None = None) -> bool:
+        """Whether the pinned peers have ``method``, or its argument ``arg``
+        (to skip optional work: an argument they lack would go in
+        ``future_args``, which they ignore)."""
+        spec = self._spec(method)
+        if arg is not None and arg not in spec.arg_since:
+            signature = inspect.signature(getattr(self.endpoint, method))
+            if arg not in signature.parameters:
+                raise TypeError(f"{self.endpoint.__name__}.{method} has no {arg!r}")
+        since = spec.since if arg is None else spec.version_for(arg)
         pin = self.pins.get(self.binary)
-        return version_tuple(self._spec(method).since) <= version_tuple(pin.rpc_version)
+        return version_tuple(since) <= version_tuple(pin.rpc_version)
 
     def _spec(self, method: str) -> MethodSpec:
         try:

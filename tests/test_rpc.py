@@ -121,6 +121,16 @@ def test_an_endpoint_of_a_binary_the_history_does_not_name_is_refused_at_once(
         client.pins.get("backup")
 
 
+def test_can_send_tells_whether_the_pinned_peers_take_an_argument(cluster):
+    cluster.node("alpha")
+    client = cluster.client("beta")
+    assert client.can_send("attach_volume", "host")
+    assert not client.can_send("attach_volume", "mode")  # 1.1: future_args
+    with pytest.raises(TypeError, match="has no 'colour'"):
+        client.can_send("attach_volume", "colour")
+    assert cluster.client("beta", level="beta").can_send("attach_volume", "mode")
+
+
 def test_method_too_new_uses_its_declared_fallback(cluster):
     cluster.node("alpha")
     client = cluster.client("beta")
