@@ -1,4 +1,5 @@
-"""Shared by the database tests: rows alpha wrote, a sync that converts."""
+"""Shared by the database tests: rows alpha wrote, a sync that converts,
+concurrent jobs."""
 
 import threading
 from collections.abc import Callable, Mapping

@@ -256,16 +256,16 @@ def test_each_backend_waits_at_most_the_lock_timeout_and_never_forever():
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     tiny = [1e-9, 0.0004, 0.001, 0.999, 1.0, 1.5, MAX_LOCK_TIMEOUT]
-    for seconds in tiny + [rng.uniform(0, MAX_LOCK_TIMEOUT) for _ in range(500)]:
-        if seconds == 0:
+    for timeout in tiny + [rng.uniform(0, MAX_LOCK_TIMEOUT) for _ in range(500)]:
+        if timeout == 0:
             continue
-        pg = lock_timeout_statement("postgresql", seconds)
+        pg = lock_timeout_statement("postgresql", timeout)
         ms = int(re.fullmatch(r"SET LOCAL lock_timeout = '(\d+)ms'", pg).group(1))
-        assert 1 <= ms <= max(1, seconds * 1000), (seed, seconds, pg)
-        my = lock_timeout_statement("mysql", seconds)
+        assert 1 <= ms <= max(1, timeout * 1000), (seed, timeout, pg)
+        my = lock_timeout_statement("mysql", timeout)
         whole = int(re.fullmatch(r"SET SESSION lock_wait_timeout = (\d+)", my)[1])
-        assert whole <= seconds < whole + 1, (seed, seconds, my)
-        assert lock_timeout_statement("sqlite", seconds) is None
+        assert whole <= timeout < whole + 1, (seed, timeout, my)
+        assert lock_timeout_statement("sqlite", timeout) is None
 
 
 @pytest.mark.parametrize("seconds", [0, -1, MAX_LOCK_TIMEOUT + 1, math.nan, math.inf])
