@@ -119,6 +119,8 @@ class MovedColumns:
     ) -> int:
         """``migrate`` of the old rows of ``where``, whose new rows are those
         of ``new_where``."""
+        if not backend(conn).triggers_write_tables_in_use:
+            return self._migrate_by_value(conn, where)
         old, new = self.table_clause, self.to_table_clause
         mine = new.c[self.to_key] == old.c[self.key]
         missing = sa.select(old.c[self.key], *(old.c[c] for c in self.old)).where(
@@ -152,6 +154,49 @@ class MovedColumns:
         )
         return conn.execute(insert).rowcount + conn.execute(update).rowcount
 
+    def _migrate_by_value(self, conn: sa.Connection, where: ColumnElement[bool]) -> int:
+        """``_migrate`` by statements that do not read the old table, so
+        that its triggers may write it back: the old rows are held and read
+        first, in key order, and their values sent as parameters.  Missing
+        rows are inserted before the new rows are read, so that a row a
+        concurrent transaction was inserting empty is read once committed."""
+        old, new = self.table_clause, self.to_table_clause
+        held = {
+            row[0]: tuple(row[1:])
+            for row in conn.execute(
+                sa.select(old.c[self.key], *(old.c[c] for c in self.old))
+                .where(where)
+                .order_by(old.c[self.key])
+                .with_for_update()
+            )
+        }
+        if not held:
+            return 0
+        new_key = new.c[self.to_key]
+        missing = [
+            {self.to_key: key, **dict(zip(self.new, values, strict=True))}
+            for key, values in held.items()
+            if any(v is not None for v in values)
+        ]
+        done = 0
+        if missing:
+            insert = backend(conn).insert_ignoring(new, self.to_key)
+            done = conn.execute(insert, missing).rowcount
+        stored = conn.execute(
+            sa.select(new_key, *(new.c[c] for c in self.new)).where(
+                new_key.in_(list(held))
+            )
+        )
+        apart = [
+            {"_key": row[0], **dict(zip(self.new, held[row[0]], strict=True))}
+            for row in stored
+            if tuple(row[1:]) != held[row[0]]
+        ]
+        if apart:
+            update = new.update().where(new_key == sa.bindparam("_key"))
+            done += conn.execute(update, apart).rowcount
+        return done
+
     def migrate_rows(self, conn: sa.Connection, keys: Iterable[Any]) -> int:
         """Bring these rows in step now; returns how many needed it.  The
         new rows are found by their own key, so that no backend scans (and,
@@ -162,7 +207,9 @@ class MovedColumns:
         old, new = self.table_clause.c[self.key], self.to_table_clause.c[self.to_key]
         return self._migrate(conn, old.in_(keys), new.in_(keys))
 
-    def read(self, conn: sa.Connection, keys: Iterable[Any]) -> dict[Any, tuple]:
+    def read(
+        self, conn: sa.Connection, keys: Iterable[Any], *, for_update: bool = False
+    ) -> dict[Any, tuple]:
         """The moved columns of each row of ``keys`` that exists: migrate on
         load.  New code reads them here, naming only the old table's key.
 
@@ -170,23 +217,27 @@ class MovedColumns:
         the backfill) gets one first, then all such rows are read again with
         a locking read, which sees what a concurrent writer committed since
         (REPEATABLE READ would show this transaction's snapshot again).
+
+        ``for_update`` holds the old rows first: a transaction that will
+        write the moved columns loads them so, as it would load an object it
+        will save.  The new table's trigger writes the old row back, and
+        every converter takes the old row before the new one.
         """
+        keys = list(keys)
+        if for_update:
+            self._hold(conn, keys)
         old, new = self.table_clause, self.to_table_clause
         query = (
             sa.select(old.c[self.key], *(new.c[c] for c in self.new))
             .select_from(old.outerjoin(new, new.c[self.to_key] == old.c[self.key]))
-            .where(old.c[self.key].in_(list(keys)))
+            .where(old.c[self.key].in_(keys))
         )
         found = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
         empty = [k for k, values in found.items() if all(v is None for v in values)]
         if not empty:
             return found
-        # Hold the old rows first, in key order, as a new-table write after
-        # this read holds them (its trigger writes the old row back).
-        keys_of = sa.select(old.c[self.key]).where(old.c[self.key].in_(empty))
-        conn.execute(
-            keys_of.order_by(old.c[self.key]).with_for_update(of=old, key_share=True)
-        ).all()
+        if not for_update:
+            self._hold(conn, empty)
         self.migrate_rows(conn, empty)
         again = (
             query.where(old.c[self.key].in_(empty))
@@ -200,6 +251,17 @@ class MovedColumns:
             else:
                 del found[key]
         return found
+
+    def _hold(self, conn: sa.Connection, keys: list[Any]) -> None:
+        """Lock the old rows of ``keys``, in key order, as a writer of the
+        new table holds them (its trigger writes the old row back)."""
+        old = self.table_clause
+        conn.execute(
+            sa.select(old.c[self.key])
+            .where(old.c[self.key].in_(keys))
+            .order_by(old.c[self.key])
+            .with_for_update(of=old, key_share=True)
+        ).all()
 
     # -- triggers ------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ class Backend:
     backfill_isolation: str | None = None
     #: Whether an UPDATE of a list of keys locks those rows only.
     updates_only_its_rows = True
+    #: Whether a trigger may write a table the statement that fired it
+    #: reads (an INSERT ... SELECT from it, a subquery of it).
+    triggers_write_tables_in_use = True
 
     def in_key_order(self, conn: sa.Connection) -> contextlib.AbstractContextManager:
         """Where the UPDATEs run inside lock rows in key order, as every

@@ -51,6 +51,10 @@ class MySQL(Backend):
     #: Under REPEATABLE READ an UPDATE the optimizer runs as a scan keeps a
     #: lock on every row it reads, out of order with those the caller holds.
     updates_only_its_rows = False
+    #: Error 1442.  A move's triggers write back only rows out of step, but
+    #: a statement reading the old table meets one when a concurrent write
+    #: lands between its read and its trigger.
+    triggers_write_tables_in_use = False
 
     def lock_timeout(self, seconds: float) -> str | None:
         # Whole seconds, rounded down: under one it does not wait at all
