@@ -123,10 +123,6 @@ class Shape:
         )
         return [tuple(row) for row in self.sync.read(conn, query)]
 
-    def migrates(self, statement: str) -> bool:
-        """Whether ``statement`` is the backfill's conversion."""
-        return statement.startswith(f"UPDATE {self.table}")
-
 
 @dataclasses.dataclass(frozen=True)
 class MovedShape(Shape):
@@ -197,9 +193,6 @@ class MovedShape(Shape):
 
     def read(self, conn: sa.Connection, keys: tuple[str, ...]) -> list[tuple]:
         return [(k, *v) for k, v in sorted(self.sync.read(conn, keys).items())]
-
-    def migrates(self, statement: str) -> bool:
-        return statement.startswith("INSERT") and self.sync.to_table in statement
 
 
 def _write(
