@@ -196,6 +196,30 @@ def test_max_count_does_that_many_rows_and_a_run_again_finishes(engine):
     assert (record.found, record.done) == (260, 250)
 
 
+def test_a_run_commits_without_waiting_for_the_wal_and_the_pool_gets_it_back(
+    postgresql_url,
+):
+    """A lost batch is a batch to run again, so on PostgreSQL a run's
+    commits do not wait for their WAL flush; its connection goes back to the
+    pool with the setting it came with, after a failed migration too."""
+    engine = dbengine.create_engine(postgresql_url, pool_size=1, max_overflow=0)
+    Database(engine).expand()
+    seen = []
+
+    def looks(context: data.DataContext, max_count: int) -> tuple[int, int]:
+        show = sa.text("SHOW synchronous_commit")
+        seen.append(context.connection.execute(show).scalar())
+        if len(seen) == 2:
+            raise RuntimeError("fails")
+        return 0, 0
+
+    data.run(engine, "t", [DataMigration("a", n, looks) for n in ("one", "two")])
+    with engine.connect() as conn:
+        after = conn.execute(sa.text("SHOW synchronous_commit")).scalar()
+    engine.dispose()
+    assert (seen, after) == (["off", "off"], "on")
+
+
 def broken(context: data.DataContext, max_count: int) -> tuple[int, int]:
     """Fails as a driver does: the statement on lines of its own, which the
     totals leave out (one line per migration in the table)."""

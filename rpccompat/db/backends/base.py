@@ -67,6 +67,17 @@ class Backend:
     #: reads (an INSERT ... SELECT from it, a subquery of it).
     triggers_write_tables_in_use = True
 
+    def losable_commits(
+        self, conn: sa.Connection
+    ) -> contextlib.AbstractContextManager[None]:
+        """Commits of ``conn`` that a server crash may lose, for work that is
+        done again when lost: a backfill batch commits with its cursor, so a
+        lost one is a batch to run again.  A later durable commit makes every
+        earlier one durable.  Here commits stay durable: no session setting
+        trades it (MySQL's innodb_flush_log_at_trx_commit is global).
+        """
+        return contextlib.nullcontext()
+
     def in_key_order(self, conn: sa.Connection) -> contextlib.AbstractContextManager:
         """Where the UPDATEs run inside lock rows in key order, as every
         converter does so that two never wait on each other.  Here already:
