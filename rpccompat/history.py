@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import itertools
 import reprlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
@@ -60,6 +60,13 @@ def _not_a_version(version: object) -> UnknownVersion:
 class Release:
     """One release: its name, RPC API version per binary, object manifest.
 
+    ``rpc`` and ``objects`` name what changed since the release before; the
+    history carries the rest over, as Cinder's ``OBJ_VERSIONS.add`` does.  So
+    a step of the object history between two RPC steps names only the
+    objects it bumps (``Release("1.39", objects={"Volume": "1.9"})``), and
+    an RPC step only its binaries.  In a :class:`History` each release holds
+    its whole maps.
+
     ``objects_version`` identifies the manifest in the services table
     (``object_current_version``); when omitted, the history numbers the
     releases ``1.0``, ``1.1``, ... in order, as Cinder numbers its
@@ -67,8 +74,8 @@ class Release:
     """
 
     name: str
-    rpc: Mapping[str, str]
-    objects: Mapping[str, str]
+    rpc: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    objects: Mapping[str, str] = dataclasses.field(default_factory=dict)
     objects_version: str | None = None
 
     def __post_init__(self) -> None:
@@ -83,10 +90,7 @@ class History:
         if not releases:
             raise HistoryError(f"history of {project!r} declares no release")
         self.project = project
-        self.releases: tuple[Release, ...] = tuple(
-            dataclasses.replace(r, objects_version=r.objects_version or f"1.{i}")
-            for i, r in enumerate(releases)
-        )
+        self.releases: tuple[Release, ...] = tuple(_carried_over(releases))
         self._by_name = {r.name: r for r in self.releases}
         self._check()
 
@@ -101,17 +105,16 @@ class History:
                     f"{self.project}: objects_version of {newer.name!r} must be "
                     f"newer than that of {older.name!r}"
                 )
-            for binary, version in older.rpc.items():
-                if binary not in newer.rpc:
-                    raise HistoryError(
-                        f"{self.project}: release {newer.name!r} drops binary "
-                        f"{binary!r}; a binary stays in every later release"
-                    )
-                if version_tuple(newer.rpc[binary]) < version_tuple(version):
-                    raise HistoryError(
-                        f"{self.project}: RPC version of {binary!r} goes back "
-                        f"from {version} to {newer.rpc[binary]} in {newer.name!r}"
-                    )
+            for what, before, after in (
+                ("RPC version of", older.rpc, newer.rpc),
+                ("version of object", older.objects, newer.objects),
+            ):
+                for name, version in before.items():
+                    if version_tuple(after[name]) < version_tuple(version):
+                        raise HistoryError(
+                            f"{self.project}: {what} {name!r} goes back from "
+                            f"{version} to {after[name]} in {newer.name!r}"
+                        )
 
     @property
     def current(self) -> Release:
@@ -155,7 +158,16 @@ class History:
         )
 
     def release_for_objects(self, objects_version: str) -> Release:
-        """The newest release whose object manifest is at most ``objects_version``."""
+        """The newest release whose object manifest is at most
+        ``objects_version``; a version newer than every release is an error,
+        as in Cinder: it names a manifest this code has never seen."""
+        newest = self.current.objects_version
+        if version_tuple(objects_version) > version_tuple(newest):
+            raise UnknownVersion(
+                f"object version {objects_version} is newer than every release "
+                f"of {self.project} (newest: {self.current.name}, {newest}); "
+                "it comes from a newer release than this code"
+            )
         return self._newest_at_most(
             objects_version,
             ((r, r.objects_version) for r in self.releases),
@@ -187,3 +199,18 @@ class History:
                 f"(oldest: {self.releases[0].name}); add that release to the history"
             )
         return found
+
+
+def _carried_over(releases: Sequence[Release]) -> Iterator[Release]:
+    """Each release with the maps of those before it under its own changes,
+    and its ``objects_version`` (``1.<position>`` unless declared)."""
+    rpc: dict[str, str] = {}
+    objects: dict[str, str] = {}
+    for i, release in enumerate(releases):
+        rpc, objects = {**rpc, **release.rpc}, {**objects, **release.objects}
+        yield dataclasses.replace(
+            release,
+            rpc=rpc,
+            objects=objects,
+            objects_version=release.objects_version or f"1.{i}",
+        )

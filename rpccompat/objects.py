@@ -195,12 +195,16 @@ class Serializer(ovo_base.VersionedObjectSerializer):
 
 @functools.lru_cache(maxsize=CALLER_MANIFESTS)
 def _manifest_for_version(history: History, objects_version: str) -> Mapping[str, str]:
-    """The manifest of a caller that reads ``objects_version`` (the oldest
-    release's if it predates them all).
+    """The manifest of a caller that reads ``objects_version``: the oldest
+    release's if it predates them all, this release's if it is newer (it
+    reads what this release writes).
 
     Resolved once per caller version, not once per reply; bounded, as any
     caller may name a new version on every message.
     """
+    newest = history.current
+    if version_tuple(objects_version) > version_tuple(newest.objects_version):
+        return newest.objects
     try:
         return history.release_for_objects(objects_version).objects
     except HistoryError:

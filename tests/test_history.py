@@ -38,12 +38,42 @@ def test_unknown_release_and_version_are_clear_errors():
         [],
         [Release("a", {"x": "1.0"}, {}), Release("a", {"x": "1.1"}, {})],
         [Release("a", {"x": "1.1"}, {}), Release("b", {"x": "1.0"}, {})],
-        [Release("a", {"x": "1.0"}, {}), Release("b", {}, {})],
+        [Release("a", {}, {"X": "1.2"}), Release("b", {}, {"X": "1.1"})],
+        [Release("a", objects_version="1.5"), Release("b", objects_version="1.2")],
     ],
 )
 def test_inconsistent_histories_are_refused(releases):
     with pytest.raises(HistoryError):
         History("p", releases)
+
+
+def test_object_steps_between_rpc_steps_name_only_what_they_change():
+    """Cinder's shape: OBJ_VERSIONS moves once per object bump, the RPC API
+    now and then; each release carries the rest over."""
+    history = History(
+        "cinder",
+        [
+            Release("1.38", {"volume": "3.0", "backup": "2.0"}, {"Volume": "1.8"}),
+            Release("1.39", objects={"Volume": "1.9", "Backup": "1.7"}),
+            Release("1.40", rpc={"volume": "3.1"}),
+        ],
+    )
+    assert [
+        (r.objects_version, dict(r.rpc), dict(r.objects)) for r in history.releases
+    ] == [
+        ("1.0", {"volume": "3.0", "backup": "2.0"}, {"Volume": "1.8"}),
+        ("1.1", {"volume": "3.0", "backup": "2.0"}, {"Volume": "1.9", "Backup": "1.7"}),
+        ("1.2", {"volume": "3.1", "backup": "2.0"}, {"Volume": "1.9", "Backup": "1.7"}),
+    ]
+    # A node of 1.39 speaks RPC 3.0, which 1.38 spoke too: the newest of
+    # those is 1.39, and a pin takes the older of its two answers.
+    assert history.release_for_rpc("volume", "3.0").name == "1.39"
+    assert history.release_for_objects("1.0").name == "1.38"
+
+
+def test_an_object_version_newer_than_every_release_is_an_error():
+    with pytest.raises(UnknownVersion, match=r"1\.2 is newer than every release"):
+        H.release_for_objects("1.2")
 
 
 # The rule, stated as a regex: fine here, on short strings ([0-9], not \d,
