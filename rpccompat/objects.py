@@ -21,6 +21,7 @@ from oslo_versionedobjects import base as ovo_base
 from oslo_versionedobjects import exception as ovo_exc
 from oslo_versionedobjects import fields as ovo_fields
 
+from rpccompat import compat
 from rpccompat.exceptions import (
     HistoryError,
     IncompatibleObject,
@@ -51,7 +52,7 @@ class ObjectRegistry(ovo_base.VersionedObjectRegistry):
 
     def register(self, obj_cls):  # type: ignore[override]
         """Class decorator: make ``obj_cls`` known to this release only."""
-        self._register_class(obj_cls)
+        compat.register_class(self, obj_cls)
         return obj_cls
 
     def register_if(self, condition: bool):  # type: ignore[override]

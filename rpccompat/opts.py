@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import socket
 
 from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 
+from rpccompat import compat
 from rpccompat.exceptions import ConfigurationError
 from rpccompat.history import History
 
@@ -75,17 +75,8 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
     """oslo.messaging's options, on a conf that need not be ``cfg.CONF``."""
     for group, group_opts in messaging_opts.list_opts():
         conf.register_opts(group_opts, group=group)
-    # oslo.messaging registers its metrics and tracing options on cfg.CONF
-    # only, yet its drivers read them from whichever conf they are given.
-    for module, group in (
-        ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
-        ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
-    ):
-        try:
-            extra = getattr(importlib.import_module(module), group)
-        except (ImportError, AttributeError):
-            continue  # an older oslo.messaging without that feature
-        conf.register_opts(extra, group=group)
+    for group, driver_opts in compat.driver_options():
+        conf.register_opts(driver_opts, group=group)
 
 
 def transport_configured(conf: cfg.ConfigOpts) -> bool:

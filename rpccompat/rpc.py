@@ -20,8 +20,8 @@ from typing import Any, ClassVar, TypeVar
 
 import oslo_messaging as messaging
 from oslo_config import cfg
-from oslo_messaging._drivers import amqpdriver
 
+from rpccompat import compat
 from rpccompat.exceptions import IncompatibleCall, InvalidFutureArgs
 from rpccompat.history import version_tuple
 from rpccompat.objects import Serializer, VersionedObject
@@ -198,36 +198,9 @@ def stop_server(server: messaging.rpc.server.RPCServer) -> None:
     broker's cancel-ok is served, and what waits in a queue goes to another
     node or to the next process on this host.
     """
-    _unsubscribe_before_stopping(server)
+    compat.unsubscribe_before_stopping(server)
     server.stop()
     server.wait()
-
-
-def _unsubscribe_before_stopping(server: messaging.rpc.server.RPCServer) -> None:
-    """Have the listener's thread cancel its consumers on its next turn.
-
-    A listening connection has no lock (it has a single reader), so the
-    cancel goes on the listener's message operations: its thread runs them
-    at every turn of its poll loop, and once more after ``stop()`` before it
-    hands on the last requests it received and reports itself stopped.
-    """
-    listener = getattr(server.listener, "_poll_style_listener", None)
-    if isinstance(listener, amqpdriver.AMQPListener):  # pushed to, ahead of reads
-        connection = listener.conn.connection
-        listener._message_operations_handler.do(lambda: _cancel(connection))
-
-
-def _cancel(connection: Any) -> None:
-    """basic.cancel every consumer, in the listener's thread.
-
-    What the broker sent before its cancel-ok is read while waiting for it
-    and handed on like any request; nothing is sent after it.
-    """
-    try:
-        for consumer, tag in connection._consumers.items():
-            consumer.cancel(tag)
-    except Exception:
-        LOG.exception("could not unsubscribe before stopping")
 
 
 class RPCClient:
