@@ -33,6 +33,7 @@ demo: $(STAMP)
 test: $(STAMP) $(ALPHA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -q
 
 # The mixed-period model test's long profile: SOAK_SEEDS seeded sequences per
@@ -52,6 +53,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -76,7 +76,7 @@ class Release:
     name: str
     rpc: Mapping[str, str] = dataclasses.field(default_factory=dict)
     objects: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    objects_version: str | None = None
+    objects_version: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rpc", MappingProxyType(dict(self.rpc)))

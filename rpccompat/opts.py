@@ -81,8 +81,8 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
 
 def transport_configured(conf: cfg.ConfigOpts) -> bool:
     """Whether a transport URL was given, rather than oslo.messaging's default."""
-    location = conf.get_location("transport_url").location
-    return location is not cfg.Locations.opt_default
+    where = conf.get_location("transport_url")
+    return where is not None and where.location is not cfg.Locations.opt_default
 
 
 def database_connection(conf: cfg.ConfigOpts) -> str:

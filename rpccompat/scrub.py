@@ -124,7 +124,7 @@ def scrub_process_output(secrets: Iterable[str] = ()) -> None:
     whose stderr an operator reads or a harness keeps."""
     secrets = list(secrets)
 
-    def print_scrubbed(kind: type, error: BaseException, tb: Any) -> None:
+    def print_scrubbed(kind: type, error: BaseException | None, tb: Any) -> None:
         lines = traceback.format_exception(kind, error, tb)
         sys.stderr.write(scrub("".join(lines), secrets))
 
@@ -132,7 +132,8 @@ def scrub_process_output(secrets: Iterable[str] = ()) -> None:
     threading.excepthook = lambda e: print_scrubbed(
         e.exc_type, e.exc_value, e.exc_traceback
     )
-    for handler in logging.getLogger().handlers or [logging.lastResort]:
+    root: list[logging.Handler | None] = [*logging.getLogger().handlers]
+    for handler in root or [logging.lastResort]:
         if handler is not None:
             handler.addFilter(ScrubPasswords(secrets))
 

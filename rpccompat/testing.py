@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -26,11 +27,16 @@ from rpccompat.db.tree import MigrationTree
 from rpccompat.history import History
 from rpccompat.objects import ObjectRegistry
 
+if TYPE_CHECKING:
+    from rpccompat.rpc import Endpoint
+
 REGENERATE_ENV = "RPCCOMPAT_REGENERATE_HASHES"
 
 
 def check_history(
-    history: History, registry: ObjectRegistry, endpoints: Iterable[type] = ()
+    history: History,
+    registry: ObjectRegistry,
+    endpoints: Iterable[type[Endpoint]] = (),
 ) -> list[str]:
     """Mismatches between the code and the newest history entry (empty: none).
 

@@ -379,8 +379,9 @@ class Database:
     @staticmethod
     def _ordered(tree: MigrationTree) -> list[data.DataMigration]:
         migrations = list(tree.data_migrations)
-        if tree.history is not None:
-            migrations.sort(key=lambda m: tree.history.index(m.release))
+        history = tree.history
+        if history is not None:
+            migrations.sort(key=lambda m: history.index(m.release))
         return migrations
 
 

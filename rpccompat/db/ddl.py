@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -165,19 +165,21 @@ def _tables() -> set[str]:
     return set(_inspector().get_table_names())
 
 
-def _columns(table: str) -> dict[str, dict[str, Any]]:
+def _columns(table: str) -> dict[str, Mapping[str, Any]]:
     return {c["name"]: c for c in _inspector().get_columns(table)}
 
 
-def _indexes(table: str) -> dict[str, dict[str, Any]]:
+def _indexes(table: str) -> dict[str, Mapping[str, Any]]:
     """Indexes and unique constraints (some backends list a unique index as
     one) by name."""
     inspector = _inspector()
-    unique = [{**u, "unique": True} for u in inspector.get_unique_constraints(table)]
-    return {i["name"]: i for i in unique + inspector.get_indexes(table)}
+    unique: list[Mapping[str, Any]] = [
+        {**u, "unique": True} for u in inspector.get_unique_constraints(table)
+    ]
+    return {i["name"]: i for i in [*unique, *inspector.get_indexes(table)]}
 
 
-def _foreign_keys(table: str) -> set[str]:
+def _foreign_keys(table: str) -> set[str | None]:
     return {fk["name"] for fk in _inspector().get_foreign_keys(table)}
 
 
@@ -307,7 +309,7 @@ def drop_not_null(table: str, column: str) -> None:
         _rebuild_nullable(table, column, existing)
 
 
-def _rebuild_nullable(table: str, column: str, existing: dict[str, Any]) -> None:
+def _rebuild_nullable(table: str, column: str, existing: Mapping[str, Any]) -> None:
     """SQLite: the table copied with ``column`` nullable, triggers kept.
 
     Dropping the old table drops its triggers; the revision's transaction
@@ -430,7 +432,7 @@ def _drop_invalid_index(name: str) -> None:
 def _check_index(
     name: str,
     table: str,
-    existing: dict[str, Any],
+    existing: Mapping[str, Any],
     columns: Sequence[str],
     unique: bool,
 ) -> None:

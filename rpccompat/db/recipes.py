@@ -177,7 +177,7 @@ def widened_integer(
 
 
 def _mapped(value: ColumnElement[Any], mapping: Mapping[Any, Any], default: Any) -> Any:
-    whens = [(value.is_(None), sa.null())]
+    whens: list[tuple[ColumnElement[bool], Any]] = [(value.is_(None), sa.null())]
     whens += [(value == sa.literal(k), sa.literal(v)) for k, v in mapping.items()]
     return sa.case(*whens, else_=sa.literal(default) if default is not None else None)
 

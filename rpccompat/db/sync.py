@@ -244,7 +244,7 @@ class ColumnSync:
             known[self] = typed
         return known[self]
 
-    def read(self, conn: sa.Connection, query: sa.Select) -> list[sa.Row]:
+    def read(self, conn: sa.Connection, query: sa.Select) -> Sequence[sa.Row]:
         """Rows of ``query`` with the new columns filled: migrate on load.
 
         ``query`` selects the key and the new columns.  Rows whose new
@@ -391,7 +391,8 @@ class Renderer:
     def sql(self, expression: ColumnElement[Any]) -> str:
         # Each value rendered on its own first: SQLAlchemy's SQLite and MySQL
         # compilers drop literal_binds inside IS [NOT] DISTINCT FROM.
-        inlined = visitors.replacement_traverse(expression, {}, self._inline)
+        options: dict[str, Any] = {}
+        inlined = visitors.replacement_traverse(expression, options, self._inline)
         return self._compile(inlined)
 
     def _compile(self, expression: ColumnElement[Any]) -> str:
@@ -401,7 +402,7 @@ class Renderer:
             )
         )
 
-    def _inline(self, element: Any) -> ColumnElement[Any] | None:
+    def _inline(self, element: Any, **kw: Any) -> ColumnElement[Any] | None:
         if isinstance(element, sa.BindParameter):
             return sa.literal_column(self._compile(element), element.type)
         return None
@@ -433,7 +434,7 @@ class Renderer:
             return self.changed(names)
 
         def named(n: str) -> str:
-            column = sa.literal_column(f"NEW.{self.q(n)}")
+            column: ColumnElement[Any] = sa.literal_column(f"NEW.{self.q(n)}")
             if n not in defaults:
                 return self.sql(column.is_not(None))
             return self.sql(
@@ -447,10 +448,8 @@ class Renderer:
 
     def changed(self, names: Sequence[str]) -> str:
         def differs(n: str) -> str:
-            new, old = (
-                sa.literal_column(f"NEW.{self.q(n)}"),
-                sa.literal_column(f"OLD.{self.q(n)}"),
-            )
+            new: ColumnElement[Any] = sa.literal_column(f"NEW.{self.q(n)}")
+            old: ColumnElement[Any] = sa.literal_column(f"OLD.{self.q(n)}")
             return self.sql(new.is_distinct_from(old))
 
         return "(" + " OR ".join(differs(n) for n in names) + ")"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ BLOCKERS = (
 )
 
 
-def describe(rows: list[sa.Row], session: str = "pid") -> str:
+def describe(rows: Sequence[sa.Row], session: str = "pid") -> str:
     """``pid 123 (idle in transaction for 0:00:42)``, ... for (id, state, age)."""
     return ", ".join(f"{session} {id_} ({state} for {age})" for id_, state, age in rows)
 

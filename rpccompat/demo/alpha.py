@@ -66,6 +66,12 @@ class Volume(VolumesObject):
         "status": fields.StringField(),
         "attachment": fields.ObjectField("Attachment", nullable=True),
     }
+    # The fields as oslo.versionedobjects makes them attributes, for type checkers.
+    id: str
+    name: str
+    size: int
+    status: str
+    attachment: Attachment | None
 
     @classmethod
     def from_row(cls, row: Any) -> Volume:

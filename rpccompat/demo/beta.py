@@ -90,6 +90,13 @@ class Volume(VolumesObject):
         "description": fields.StringField(nullable=True),
         "attachment": fields.ObjectField("Attachment", nullable=True),
     }
+    # The fields as oslo.versionedobjects makes them attributes, for type checkers.
+    id: str
+    name: str
+    size: int
+    status: str
+    description: str | None
+    attachment: Attachment | None
 
     def obj_make_compatible(self, primitive: dict, target_version: str) -> None:
         super().obj_make_compatible(primitive, target_version)

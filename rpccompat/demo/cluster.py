@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ def settings_options(settings: Settings) -> list[str]:
 
 
 def check_rows(
-    engine: sa.Engine, ledgers: list[dict[str, dict[str, Any] | None]]
+    engine: sa.Engine, ledgers: Sequence[Mapping[str, dict[str, Any] | None]]
 ) -> dict[str, int]:
     """Every row the clients are sure of, as beta reads it after contract.
 
@@ -250,6 +250,7 @@ class RollingUpgrade:
 
     def _start(self, release: str, binary: str, host: str) -> Any:
         seed = len(self.steps)
+        node: Node | ProcessNode
         if self.processes:
             options = settings_options(self.settings)
             node = ProcessNode(

@@ -385,8 +385,8 @@ class UpgradeTest:
                 continue  # it started at beta's version: nothing to lift
             lifted = [c["at"] for c in changes if c["rpc"][VOLUME] == PIN]
             clients[record["node"]] = round(lifted[0] - since, 3) if lifted else None
-        seconds = list(clients.values())
-        every = None if not seconds or None in seconds else max(seconds)
+        seconds = [s for s in clients.values() if s is not None]
+        every = max(seconds) if seconds and len(seconds) == len(clients) else None
         return {VOLUME: every, "clients": clients}
 
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     beta's revisions too; an upgrade job's base install at alpha uses this, as
     a real alpha package's ``<service>-manage db sync`` would stop there.
     """
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").split("\n")[0])
     parser.add_argument("--config-file", action="append", default=[])
     conf = load_conf(parser.parse_args(argv).config_file)
     engine = dbengine.create_engine(require_database(parser, conf))

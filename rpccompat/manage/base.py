@@ -205,7 +205,7 @@ class Context:
             f"running processes see it within pin_refresh_interval "
             f"({self.conf.pin_refresh_interval:g} s)"
         )
-        if self.transport is None:
+        if self.transport is None or self.history is None:
             return later
         sent = pins.announce(self.transport, self.history, event, binary, host)
         return f"announced on the control fanout; {later}" if sent else later
@@ -213,5 +213,6 @@ class Context:
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
-        if self.__dict__.get("transport") is not None:
-            self.transport.cleanup()
+        transport = self.__dict__.get("transport")
+        if transport is not None:
+            transport.cleanup()

@@ -107,7 +107,11 @@ class Manage:
                     args,
                     project=self.project,
                     prog=self.prog,
-                    default_config_files=self.default_config_files,
+                    default_config_files=(
+                        None
+                        if self.default_config_files is None
+                        else list(self.default_config_files)
+                    ),
                 )
         except SystemExit as e:  # argparse's error is on stderr, scrubbed
             return BAD_INPUT if e.code == 2 else int(e.code or 0)

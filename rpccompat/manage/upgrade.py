@@ -145,9 +145,10 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.FAILURE, "; ".join(problems))
         history = self.context.history
         unknown = []
-        for view in self.survey.services if history else ():
+        for view in self.survey.services:
             try:
-                history.index(view.service.release)
+                if history is not None:
+                    history.index(view.service.release)
             except UnknownRelease:
                 unknown.append(
                     f"{view.service.name} runs unknown {view.service.release!r}"
@@ -175,5 +176,6 @@ class UpgradeCommands:
     def check(self, json: bool = False) -> int:
         """Every readiness check; exit 0 success, 1 warnings, 2 failure."""
         # oslo.upgradecheck reads the flag from its module's CONF.command.json.
-        upgradecheck.CONF = SimpleNamespace(command=SimpleNamespace(json=json))
+        flag = SimpleNamespace(command=SimpleNamespace(json=json))
+        upgradecheck.CONF = flag  # type: ignore[assignment]  # all it reads
         return int(Checks(self.context).check())
