@@ -9,8 +9,10 @@ password: every error, usage error and log line passes through
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -30,6 +32,7 @@ from rpccompat.manage.upgrade import UpgradeCommands
 from rpccompat.scrub import ScrubPasswords, one_line_usage_errors, passwords, scrub
 
 INTERRUPTED = 130  # as a shell reports SIGINT
+CLOSED_PIPE = 141  # as a shell reports SIGPIPE: the reader went away
 ARG_PREFIX = "arg_"  # keeps command arguments apart from oslo.config's options
 CATEGORIES: dict[str, Callable[[Context], Any]] = {
     "service": ServiceCommands,
@@ -80,8 +83,10 @@ class Manage:
         history: History | None = None,
         categories: Mapping[str, Callable[[Context], Any]] | None = None,
         default_config_files: Sequence[str] | None = None,
+        version: str | None = None,
     ) -> None:
         self.prog = prog
+        self.version = version or importlib.metadata.version("rpccompat")
         self.project = project
         self.trees = trees
         self.history = history
@@ -107,6 +112,7 @@ class Manage:
                     args,
                     project=self.project,
                     prog=self.prog,
+                    version=self.version,
                     default_config_files=(
                         None
                         if self.default_config_files is None
@@ -129,9 +135,16 @@ class Manage:
         _configure_logging(conf.debug, secrets)
         cancel_on_interrupt()
         try:
-            return _dispatch(conf)
+            code = _dispatch(conf)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
         except KeyboardInterrupt:
             return _fail(_interrupted(self.prog, conf), INTERRUPTED, secrets)
+        except BrokenPipeError:
+            # Python's own recipe: nothing more to the closed pipe, not even
+            # the flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return CLOSED_PIPE
         except Exception as e:
             if _by_interrupt(e):
                 return _fail(_interrupted(self.prog, conf), INTERRUPTED, secrets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import uuid
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rpccompat.manage import BAD_INPUT, ERROR
+from rpccompat.manage import BAD_INPUT, ERROR, Manage
+from rpccompat.manage.cli import CLOSED_PIPE
 from rpccompat.testing import rabbitmqctl
 from tests.conftest import write_config
 from tests.manage.conftest import Operator, report
@@ -22,6 +24,35 @@ def manage(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
          "sys.exit(main())", *argv],
         capture_output=True, text=True, timeout=120, cwd=cwd,
     )  # fmt: skip
+
+
+def console(*argv: str, cwd: Path) -> subprocess.Popen[str]:
+    """``rpccompat-manage`` as its console script starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from rpccompat.console import manage; "
+         "sys.exit(manage())", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_a_command_that_succeeds_prints_nothing_on_stderr(tmp_path):
+    """Not even eventlet's notice, which oslo.messaging's import printed."""
+    out, err = console("db", "lint", cwd=tmp_path).communicate(timeout=120)
+    assert (out.startswith("0 error(s)"), err) == (True, "")
+
+
+def test_version_is_the_installed_one_or_the_mounting_tool_s(tmp_path, capsys):
+    out, err = console("--version", cwd=tmp_path).communicate(timeout=120)
+    assert (out.strip(), err) == (importlib.metadata.version("rpccompat"), "")
+    assert Manage(prog="volumes-manage", version="7.1.0").main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "7.1.0"
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """``rpccompat-manage ... | head``: no traceback, no 'report it'."""
+    with console("db", "lint", cwd=tmp_path) as run:
+        run.stdout.close()
+        assert (run.stderr.read(), run.wait(timeout=120)) == ("", CLOSED_PIPE)
 
 
 def error_line(stderr: str) -> str:
