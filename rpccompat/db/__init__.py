@@ -7,7 +7,9 @@ What a service project touches::
     from rpccompat.db import ddl      # in revision scripts
     from rpccompat.db import Database # expand, migrate, contract, status
 
-and ``rpccompat.db.lint`` / ``rpccompat.testing.check_migrations`` in tests.
+and ``rpccompat.db.lint`` / ``rpccompat.testing.check_migrations`` in tests;
+the errors a step raises, ``MigrationError`` and its ``LockNotGranted`` and
+``ContractRefused``, are here too.
 """
 
 from rpccompat.db.data import (
@@ -21,6 +23,7 @@ from rpccompat.db.database import Blocker, Check, Database, Status, TreeVersion
 from rpccompat.db.moved import MovedColumns
 from rpccompat.db.sync import ColumnSync
 from rpccompat.db.tree import FRAMEWORK, MigrationTree
+from rpccompat.exceptions import ContractRefused, LockNotGranted, MigrationError
 
 __all__ = [
     "FRAMEWORK",
@@ -28,9 +31,12 @@ __all__ = [
     "Blocker",
     "Check",
     "ColumnSync",
+    "ContractRefused",
     "DataContext",
     "DataMigrations",
     "Database",
+    "LockNotGranted",
+    "MigrationError",
     "MigrationTree",
     "MovedColumns",
     "Status",
