@@ -45,14 +45,29 @@ class Check(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Blocker:
-    """One reason contract is refused, what clears it, and its ``db check`` code."""
+    """One reason contract is refused, what clears it, and its ``db check`` code.
+
+    What clears it is a command of the operator's tool, as its words after
+    the tool's name (``("db", "migrate")``): the tool the commands are
+    mounted in renders it under its own name.  ``unless`` is what to do
+    first when it can (upgrade a service, rather than remove it).
+    """
 
     reason: str
-    command: str
+    command: tuple[str, ...]
     code: Check = Check.CONTRACT_BLOCKED
+    unless: str = ""
+
+    def render(self, prog: str = MANAGE) -> str:
+        """The reason and how to clear it, with ``prog`` as the tool's name."""
+        first = f"{self.unless}, or if it is gone: " if self.unless else ""
+        return f"{self.reason}; to clear: {first}{self.command_line(prog)}"
+
+    def command_line(self, prog: str = MANAGE) -> str:
+        return " ".join((prog, *self.command))
 
     def __str__(self) -> str:
-        return f"{self.reason}; to clear: {self.command}"
+        return self.render()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +217,7 @@ class Database:
             Blocker(
                 f"{v.tree}: expand head {v.expand_head} is not applied "
                 f"(at {v.expand or 'base'})",
-                f"{MANAGE} db expand",
+                ("db", "expand"),
                 Check.EXPAND_NEEDED,
             )
             for v in versions
@@ -211,7 +226,7 @@ class Database:
         blockers += [
             Blocker(
                 f"data migration {name} has rows left",
-                f"{MANAGE} db migrate",
+                ("db", "migrate"),
                 Check.MIGRATIONS_PENDING,
             )
             for name in pending
@@ -238,8 +253,8 @@ class Database:
         return [
             Blocker(
                 f"{service.name} {reason}; contract {revision} needs {needed}",
-                f"upgrade it to {needed}, or if it is gone: "
-                f"{MANAGE} service remove {service.binary} {service.host}",
+                ("service", "remove", service.binary, service.host),
+                unless=f"upgrade it to {needed}",
             )
             for tree, revision, needed in needs
             for service in services

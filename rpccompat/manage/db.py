@@ -84,7 +84,8 @@ NEXT_STEP = {
 }
 
 
-def status_dict(status: Status) -> dict[str, Any]:
+def status_dict(status: Status, prog: str) -> dict[str, Any]:
+    """``status`` for ``--json``; each blocker's command as ``prog`` runs it."""
     return {
         "code": int(status.code),
         "phase": status.phase,
@@ -92,7 +93,10 @@ def status_dict(status: Status) -> dict[str, Any]:
             {**dataclasses.asdict(v), "composite": v.composite} for v in status.versions
         ],
         "pending_migrations": status.pending_migrations,
-        "blockers": [dataclasses.asdict(b) for b in status.blockers],
+        "blockers": [
+            {**dataclasses.asdict(b), "command": b.command_line(prog)}
+            for b in status.blockers
+        ],
     }
 
 
@@ -175,12 +179,11 @@ class DbCommands:
         print("contracted; the upgrade is complete")
         return OK
 
-    @staticmethod
-    def _refused(refused: ContractRefused) -> int:
+    def _refused(self, refused: ContractRefused) -> int:
         """The blockers on stderr; the code of the first one to clear."""
         print(f"contract refused: {len(refused.blockers)} blocker(s):", file=sys.stderr)
         for blocker in refused.blockers:
-            print(f"  - {blocker}", file=sys.stderr)
+            print(f"  - {blocker.render(self.context.prog)}", file=sys.stderr)
         return min(blocker.code for blocker in refused.blockers)
 
     @json_flag
@@ -188,7 +191,7 @@ class DbCommands:
         """The composite version (expand, contract) of each tree, and the phase."""
         status = self.context.database.status()
         if json:
-            print_json(status_dict(status))
+            print_json(status_dict(status, self.context.prog))
             return OK
         self._print_versions(status)
         print(f"phase: {status.phase or '-'} ({self._next_step(status)})")
@@ -199,14 +202,14 @@ class DbCommands:
         """What is safe next, as an exit code a script can act on."""
         status = self.context.database.status()
         if json:
-            print_json(status_dict(status))
+            print_json(status_dict(status, self.context.prog))
             return status.code
         print(self._next_step(status))
         for name in status.pending_migrations:
             print(f"  - data migration {name} has rows left")
         if status.code == Check.CONTRACT_BLOCKED:
             for blocker in status.blockers:
-                print(f"  - {blocker}")
+                print(f"  - {blocker.render(self.context.prog)}")
         return status.code
 
     @ddl_flags

@@ -47,10 +47,10 @@ def _result(code: Code, lines: list[str], otherwise: str) -> Result:
 
 
 class Checks(upgradecheck.UpgradeCommands):
-    display_title = "rpccompat upgrade check"
-
     def __init__(self, context: Context) -> None:
         self.context = context
+        # Titled after the tool the commands are mounted in.
+        self.display_title = f"{context.prog} upgrade check"
 
     # Read once per run and shared by the checks that need them.
     @functools.cached_property
@@ -110,12 +110,13 @@ class Checks(upgradecheck.UpgradeCommands):
         if status.code == Check.CONTRACT_BLOCKED:
             return Result(
                 Code.FAILURE,
-                "contract is blocked: " + "; ".join(str(b) for b in status.blockers),
+                "contract is blocked: "
+                + "; ".join(b.render(prog) for b in status.blockers),
             )
         if status.code in (Check.EXPAND_NEEDED, Check.MIGRATIONS_PENDING):
             return Result(
                 Code.WARNING,
-                "not yet: " + "; ".join(str(b) for b in status.blockers),
+                "not yet: " + "; ".join(b.render(prog) for b in status.blockers),
             )
         if status.code == Check.CONTRACT_NEEDED:
             return Result(Code.SUCCESS, f"contract is allowed: {prog} db contract")

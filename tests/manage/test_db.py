@@ -20,6 +20,34 @@ from tests.db.test_lint import make_tree
 from tests.manage.conftest import Operator, report
 
 
+def test_a_tool_the_commands_are_mounted_in_is_the_one_every_blocker_names(
+    engine, operator
+):
+    """The operator of ``volumes-manage`` has no ``rpccompat-manage``."""
+    report(engine, "node-1", "alpha")
+    mounted = Manage(prog="volumes-manage", project="volumes")
+    assert operator("db", "expand", manage=mounted).code == 0
+    run = operator("db", "check", "--json", manage=mounted)
+    commands = [b["command"] for b in run.json()["blockers"]]
+    assert commands == [
+        "volumes-manage db migrate",
+        "volumes-manage service remove volume node-1",
+    ]
+    refused = operator("db", "contract", manage=mounted)
+    assert "to clear: volumes-manage db migrate" in refused.err
+    assert "rpccompat-manage" not in refused.err
+    assert operator("db", "migrate", manage=mounted).code == 0
+    run = operator("db", "check", manage=mounted)
+    assert run.code == Check.CONTRACT_BLOCKED
+    assert (
+        "upgrade it to beta, or if it is gone: volumes-manage service remove "
+        "volume node-1" in run.out
+    )
+    checked = operator("upgrade", "check", manage=mounted)
+    assert "volumes-manage upgrade check" in checked.out
+    assert "rpccompat-manage" not in run.out + checked.out
+
+
 def versions(operator) -> dict[str, tuple[str, str]]:
     status = operator("db", "version", "--json").json()
     return {v["tree"]: (v["expand"], v["contract"]) for v in status["versions"]}
