@@ -26,6 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError as AlembicError
+from alembic.util import rev_id
 
 from rpccompat import guard
 from rpccompat.db.data import DataMigrations
@@ -133,6 +134,38 @@ class MigrationTree:
                         f"in {attribute}, which the history does not declare"
                     )
         return problems
+
+    def new_revision(
+        self, branch: str, message: str, release: str | None = None
+    ) -> Path:
+        """Scaffold the next revision of ``branch`` and record it as the
+        branch's head (as ``neutron-db-manage revision --expand`` does).
+
+        It follows the branch's head; a contract revision depends on the
+        expand head, whose structures it replaces.  It names ``release`` (by
+        default the history's newest) as the release an expand revision
+        serves or a contract revision requires.  Returns its path.
+        """
+        self.check_head_files()
+        if release is None and self.history is not None:
+            release = self.history.current.name
+        if release is not None and self.history is not None:
+            self.history.release(release)  # a clear error if it has none
+        with contextlib.redirect_stdout(io.StringIO()):  # Alembic's "Generating"
+            script = self.script.generate_revision(
+                rev_id(),
+                message,
+                head=self.head(branch),
+                depends_on=self.head(EXPAND) if branch == CONTRACT else None,
+                version_path=str(self.versions),
+                release_attribute=RELEASE_ATTRIBUTES[branch],
+                release=release,
+            )
+        if script is None:  # only a revision-directives hook stops it
+            raise MigrationError(f"tree {self.name!r}: Alembic wrote no revision")
+        (self.versions / HEAD_FILES[branch]).write_text(script.revision + "\n")
+        self.__dict__.pop("script", None)  # read again: it has one more
+        return Path(script.path)
 
     def requires_release(self, revision: Script) -> str | None:
         return getattr(revision.module, "requires_release", None)

@@ -25,7 +25,7 @@ import prettytable
 from rpccompat.db import Check, Status, Throttle, data, lint
 from rpccompat.db.backends import DIALECTS
 from rpccompat.db.ddl import LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, check_lock_timeout
-from rpccompat.db.tree import FRAMEWORK
+from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
 from rpccompat.exceptions import ContractRefused
 from rpccompat.manage.base import (
     BAD_INPUT,
@@ -261,6 +261,54 @@ class DbCommands:
                 f"{len(problems)} tree problem(s) in {len(trees)} tree(s)"
             )
         return ERROR if errors or problems else OK
+
+    @args("--message", "-m", required=True, help="what it does: its first line")
+    @args("--expand", action="store_true", help="a revision of the expand branch")
+    @args("--contract", action="store_true", help="a revision of the contract branch")
+    @args(
+        "--release",
+        help="the release it serves (expand) or requires (contract); "
+        "default: the history's newest",
+    )
+    @args("--tree", help="the migration tree, when several are configured")
+    @json_flag
+    def revision(
+        self,
+        message: str,
+        expand: bool = False,
+        contract: bool = False,
+        release: str | None = None,
+        tree: str | None = None,
+        json: bool = False,
+    ) -> int:
+        """Scaffold the next revision of a branch and record it as the head.
+
+        It follows the branch's head (a contract revision depends on the
+        expand head too), names its release, and is written into the tree's
+        versions folder; EXPAND_HEAD or CONTRACT_HEAD is updated with it.
+        """
+        if expand == contract:
+            raise CommandError(
+                "db revision: give one of --expand and --contract", BAD_INPUT
+            )
+        branch = EXPAND if expand else CONTRACT
+        path = self._tree(tree).new_revision(branch, message, release)
+        if json:
+            print_json({"branch": branch, "path": str(path)})
+        else:
+            print(f"{branch} revision written to {path}")
+        return OK
+
+    def _tree(self, name: str | None) -> MigrationTree:
+        trees = {t.name: t for t in self.context.trees}
+        if name is None and len(trees) == 1:
+            return next(iter(trees.values()))
+        if name in trees:
+            return trees[name]
+        known = ", ".join(trees) or "none: set [database] migration_trees"
+        raise CommandError(
+            f"db revision: name the tree with --tree (configured: {known})", BAD_INPUT
+        )
 
     def _print_versions(self, status: Status | None = None) -> None:
         database = self.context.database

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat.db import Check
+from rpccompat.demo import schema
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
 from tests.db import insert_alpha_volumes
 from tests.db.test_lint import make_tree
@@ -48,8 +51,75 @@ def test_a_tool_the_commands_are_mounted_in_is_the_one_every_blocker_names(
     assert "rpccompat-manage" not in run.out + checked.out
 
 
-def versions(operator) -> dict[str, tuple[str, str]]:
-    status = operator("db", "version", "--json").json()
+def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
+    engine, operator, tmp_path
+):
+    """The next expand and contract revisions of the sample's own tree, as a
+    developer starts them, then applied by the operator's steps."""
+    versions = tmp_path / "versions"
+    shutil.copytree(
+        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    tree = dataclasses.replace(schema.TREE, versions=versions)
+    mounted = Manage(prog="volumes-manage", trees=[tree])
+
+    run = operator(
+        "db", "revision", "--expand", "-m", "add a tag", "--json", manage=mounted
+    )
+    assert run.code == 0, run.err
+    expand = run.json()["path"]
+    run = operator(
+        "db", "revision", "--contract", "-m", "drop the old tag", manage=mounted
+    )
+    assert run.code == 0, run.err
+    contract = run.out.split(" written to ")[1].strip()
+
+    scaffolded = dataclasses.replace(schema.TREE, versions=versions)
+    new_expand, new_contract = (
+        scaffolded.revisions(branch)[-1] for branch in ("expand", "contract")
+    )
+    assert (new_expand.path, new_contract.path) == (expand, contract)
+    assert new_expand.down_revision == "beta_expand"
+    assert scaffolded.serves_release(new_expand) == "beta"
+    assert new_contract.down_revision == "beta_contract"
+    assert new_contract.dependencies == new_expand.revision
+    assert scaffolded.requires_release(new_contract) == "beta"
+    assert scaffolded.problems() == []  # head files name the new heads
+    assert "add a tag" in (versions / expand).read_text()
+
+    assert operator("db", "expand", manage=mounted).code == 0
+    assert operator("db", "migrate", manage=mounted).code == 0
+    assert operator("db", "contract", manage=mounted).code == 0
+    assert versions_of(operator, mounted)["volumes"] == (
+        new_expand.revision,
+        new_contract.revision,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--expand", "--contract"], "give one of --expand and --contract"),
+        ([], "give one of --expand and --contract"),
+        (["--expand", "--release", "omega"], "no release 'omega'"),
+    ],
+)
+def test_a_revision_that_cannot_be_scaffolded_is_one_line_and_writes_nothing(
+    operator, tmp_path, argv, says
+):
+    versions = tmp_path / "versions"
+    shutil.copytree(
+        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    mounted = Manage(trees=[dataclasses.replace(schema.TREE, versions=versions)])
+    before = sorted(p.name for p in versions.iterdir())
+    run = operator("db", "revision", "-m", "x", *argv, manage=mounted)
+    assert run.code != 0 and says in run.err and run.err.count("\n") == 1, run.err
+    assert sorted(p.name for p in versions.iterdir()) == before
+
+
+def versions_of(operator, manage=None) -> dict[str, tuple[str, str]]:
+    status = operator("db", "version", "--json", manage=manage).json()
     return {v["tree"]: (v["expand"], v["contract"]) for v in status["versions"]}
 
 
@@ -62,12 +132,12 @@ def test_a_rolling_upgrade_step_by_step(engine, operator):
     assert run.out.startswith("expand needed: rpccompat-manage db expand")
     status = operator("db", "version", "--json").json()
     assert (status["phase"], status["code"]) == ("E", 3)
-    assert versions(operator)["volumes"] == ("alpha_expand", "alpha_contract")
+    assert versions_of(operator)["volumes"] == ("alpha_expand", "alpha_contract")
     assert operator("db", "contract").code == Check.EXPAND_NEEDED
 
     run = operator("db", "expand")
     assert run.code == 0, run.err
-    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "alpha_contract")
     run = operator("db", "check", "--json")
     assert run.code == Check.MIGRATIONS_PENDING
     assert run.json()["pending_migrations"] == ["volumes/backfill_volumes_name_sync"]
@@ -89,7 +159,7 @@ def test_a_rolling_upgrade_step_by_step(engine, operator):
     assert refused.code == Check.CONTRACT_BLOCKED
     assert refused.err.startswith("contract refused: 1 blocker(s):")
     assert "rpccompat-manage service remove volume node-1" in refused.err
-    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "alpha_contract")
 
     assert operator("service", "remove", "volume", "node-1").code == 0
     run = operator("db", "check")
@@ -97,7 +167,7 @@ def test_a_rolling_upgrade_step_by_step(engine, operator):
     assert run.out == "contract needed and allowed: rpccompat-manage db contract\n"
     run = operator("db", "contract")
     assert run.code == 0, run.err
-    assert versions(operator)["volumes"] == ("beta_expand", "beta_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "beta_contract")
     assert operator("db", "check").code == Check.UP_TO_DATE
     assert operator("db", "version", "--json").json()["phase"] is None
 
@@ -122,17 +192,17 @@ def test_online_data_migrations_in_passes(engine, operator):
 def test_sync_is_the_offline_path(db_url, operator):
     run = operator("db", "sync")
     assert run.code == 0, run.err
-    assert versions(operator)["volumes"] == ("beta_expand", "beta_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "beta_contract")
     assert operator("db", "check").code == Check.UP_TO_DATE
 
 
 def test_sync_is_refused_while_an_old_node_is_up(engine, operator):
     report(engine, "node-1", "alpha")
-    before = versions(operator)
+    before = versions_of(operator)
     refused = operator("db", "sync")
     assert refused.code == Check.CONTRACT_BLOCKED
     assert "volume@node-1 runs alpha (up)" in refused.err
-    assert versions(operator) == before  # nothing half-done
+    assert versions_of(operator) == before  # nothing half-done
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -201,7 +271,7 @@ def test_a_config_without_the_projects_tree_is_an_error_not_up_to_date(
     assert checked.code == 2
     details = {c["check"]: c["details"] for c in checked.json()["checks"]}
     assert "'volumes' (table volumes_alembic_version)" in details["Contract readiness"]
-    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "alpha_contract")
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -217,7 +287,7 @@ def test_a_lock_timeout_out_of_range_is_bad_input_before_any_change(
             "rpccompat-manage: --lock-timeout must be more than 0 and at most "
             f"3600 seconds, not {float(value):g}\n"
         )
-    assert versions(operator)["volumes"] == (None, None)
+    assert versions_of(operator)["volumes"] == (None, None)
     assert operator("db", "expand", "--lock-timeout", "0.25").code == 0
 
 
@@ -294,6 +364,6 @@ def test_ctrl_c_while_expand_waits_ends_in_one_line_and_running_it_again_complet
     )
     run = operator("db", "expand")
     assert run.code == 0, run.err
-    assert versions(operator)["volumes"] == ("beta_expand", "alpha_contract")
+    assert versions_of(operator)["volumes"] == ("beta_expand", "alpha_contract")
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("volumes")}
     assert "ix_volumes_name" in indexes
