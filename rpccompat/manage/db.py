@@ -26,7 +26,7 @@ from rpccompat.db import Check, Status, Throttle, data, lint
 from rpccompat.db.backends import DIALECTS
 from rpccompat.db.ddl import LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, check_lock_timeout
 from rpccompat.db.tree import CONTRACT, EXPAND, FRAMEWORK, MigrationTree
-from rpccompat.exceptions import ContractRefused
+from rpccompat.exceptions import ContractRefused, UnknownRelease
 from rpccompat.manage.base import (
     BAD_INPUT,
     ERROR,
@@ -292,7 +292,10 @@ class DbCommands:
                 "db revision: give one of --expand and --contract", BAD_INPUT
             )
         branch = EXPAND if expand else CONTRACT
-        path = self._tree(tree).new_revision(branch, message, release)
+        try:
+            path = self._tree(tree).new_revision(branch, message, release)
+        except UnknownRelease as e:
+            raise CommandError(f"db revision: {e}", BAD_INPUT) from e
         if json:
             print_json({"branch": branch, "path": str(path)})
         else:

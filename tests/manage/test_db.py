@@ -114,7 +114,8 @@ def test_a_revision_that_cannot_be_scaffolded_is_one_line_and_writes_nothing(
     mounted = Manage(trees=[dataclasses.replace(schema.TREE, versions=versions)])
     before = sorted(p.name for p in versions.iterdir())
     run = operator("db", "revision", "-m", "x", *argv, manage=mounted)
-    assert run.code != 0 and says in run.err and run.err.count("\n") == 1, run.err
+    assert run.code == BAD_INPUT and says in run.err, run.err
+    assert run.err.count("\n") == 1
     assert sorted(p.name for p in versions.iterdir()) == before
 
 
