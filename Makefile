@@ -11,7 +11,7 @@ ALPHA_BIN := $(ALPHA_VENV)/bin
 ALPHA_STAMP := $(ALPHA_VENV)/.installed
 ALPHA_CONSTRAINTS := requirements/alpha-libraries.txt
 
-.PHONY: demo test soak lint format bench clean alpha-venv
+.PHONY: demo test soak lint format bench clean alpha-venv docs
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ test: $(STAMP) $(ALPHA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) docs
 	$(BIN)/pytest -n 2 -q
+
+# The documentation, warnings as errors: doc/build/html/index.html.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -b html doc/source doc/build/html
 
 # The mixed-period model test's long profile: SOAK_SEEDS seeded sequences per
 # change shape and backend; prints how many sequences and steps it checked.
@@ -60,4 +65,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(ALPHA_VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(ALPHA_VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache doc/build
