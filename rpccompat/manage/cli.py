@@ -43,12 +43,14 @@ cli_opts = [
     cfg.StrOpt(
         "db-url",
         secret=True,
+        metavar="URL",
         help="SQLAlchemy URL of the database; overrides [database] connection",
     ),
     cfg.StrOpt(
         "transport-url",
         dest="cli_transport_url",
         secret=True,
+        metavar="URL",
         help="oslo.messaging URL; overrides [DEFAULT] transport_url",
     ),
     cfg.BoolOpt("debug", default=False, help="show tracebacks and debug logs"),
@@ -177,6 +179,9 @@ def _add_parsers(subparsers: Any, commands: Mapping[str, Any]) -> None:
             for flags, kwargs in getattr(fn, "arguments", []):
                 dest = flags[0].lstrip("-").replace("-", "_")
                 if flags[0].startswith("-"):
+                    if kwargs.get("action") in (None, "append"):
+                        # Not argparse's default, the prefixed dest.
+                        kwargs = {"metavar": dest.upper(), **kwargs}
                     action.add_argument(*flags, dest=ARG_PREFIX + dest, **kwargs)
                 else:
                     action.add_argument(

@@ -48,6 +48,18 @@ def test_version_is_the_installed_one_or_the_mounting_tool_s(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "7.1.0"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["db", "migrate", "--help"], ["db", "contract", "--help"],
+     ["db", "revision", "--help"], ["service", "remove", "--help"]],
+)  # fmt: skip
+def test_help_names_what_to_type_not_internal_names(argv, capsys):
+    assert Manage().main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: rpccompat-manage")
+    assert "ARG_" not in out and "CLI_" not in out, out
+
+
 def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
     """``rpccompat-manage ... | head``: no traceback, no 'report it'."""
     with console("db", "lint", cwd=tmp_path) as run:
