@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from rpccompat.history import History, Release
     from rpccompat.objects import ObjectRegistry, Serializer, VersionedObject
+    from rpccompat.opts import register_opts
     from rpccompat.pins import Pin, Pins
     from rpccompat.registry import ServiceInfo, ServiceRegistry
     from rpccompat.rpc import Endpoint, RPCClient, method
@@ -52,6 +53,7 @@ _EXPORTS = {
     ),
     "rpccompat.history": ("History", "Release"),
     "rpccompat.objects": ("ObjectRegistry", "Serializer", "VersionedObject"),
+    "rpccompat.opts": ("register_opts",),
     "rpccompat.pins": ("Pin", "Pins"),
     "rpccompat.registry": ("ServiceInfo", "ServiceRegistry"),
     "rpccompat.rpc": ("Endpoint", "RPCClient", "method"),
@@ -83,6 +85,7 @@ __all__ = [
     "UnknownVersion",
     "VersionedObject",
     "method",
+    "register_opts",
     "retry_on_disconnect",
 ]
 

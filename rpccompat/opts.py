@@ -65,6 +65,9 @@ def upgrade_level_opts(binaries: tuple[str, ...]) -> list[cfg.Opt]:
 
 
 def register_opts(conf: cfg.ConfigOpts, history: History) -> None:
+    """Every option a node of ``history``'s project reads, on ``conf``, so a
+    service can parse its configuration before it makes its Service (which
+    registers them too: registering twice is harmless)."""
     register_messaging_opts(conf)
     conf.register_opts(service_opts)
     conf.register_opts(database_opts, group="database")
