@@ -376,29 +376,3 @@ class ProgressLines:
                 file=self.stream,
                 flush=True,
             )
-
-
-def format_totals(results: list[Totals]) -> str:
-    """The table printed at the end of a run."""
-    header = ("Migration", "Release", "Found", "Done", "Batches", "Rows/s", "State")
-    rows = [header] + [
-        (
-            f"{t.tree}/{t.name}",
-            t.release,
-            str(t.found),
-            str(t.done),
-            str(t.batches),
-            f"{t.rows_per_second:,.0f}",
-            "error: " + t.error
-            if t.error
-            else ("complete" if t.complete else "more to do"),
-        )
-        for t in results
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False))
-        + "  "
-        + r[-1]
-        for r in rows
-    )

@@ -84,6 +84,28 @@ NEXT_STEP = {
 }
 
 
+def totals_table(results: list[data.Totals]) -> prettytable.PrettyTable:
+    """The table printed at the end of a run of data migrations."""
+    table = prettytable.PrettyTable(
+        ["Migration", "Release", "Found", "Done", "Batches", "Rows/s", "State"]
+    )
+    table.align = "l"
+    for t in results:
+        state = "complete" if t.complete else "more to do"
+        table.add_row(
+            [
+                f"{t.tree}/{t.name}",
+                t.release,
+                t.found,
+                t.done,
+                t.batches,
+                f"{t.rows_per_second:,.0f}",
+                f"error: {t.error}" if t.error else state,
+            ]
+        )
+    return table
+
+
 def status_dict(status: Status, prog: str) -> dict[str, Any]:
     """``status`` for ``--json``; each blocker's command as ``prog`` runs it."""
     return {
@@ -163,7 +185,7 @@ class DbCommands:
                 {"code": code, "migrations": [dataclasses.asdict(t) for t in results]}
             )
         else:
-            print(data.format_totals(results))
+            print(totals_table(results))
         return code
 
     @ddl_flags
@@ -225,7 +247,7 @@ class DbCommands:
         except ContractRefused as refused:
             return self._refused(refused)
         if any(t.error for t in results):
-            print(data.format_totals(results))
+            print(totals_table(results))
             return ERROR
         self._print_versions()
         print("synced")

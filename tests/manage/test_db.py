@@ -15,9 +15,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from rpccompat.db import Check
+from rpccompat.db import Check, data
 from rpccompat.demo import schema
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
+from rpccompat.manage.db import totals_table
 from tests.db import insert_alpha_volumes
 from tests.db.test_lint import make_tree
 from tests.manage.conftest import Operator, report
@@ -119,6 +120,29 @@ def test_a_revision_that_cannot_be_scaffolded_is_one_line_and_writes_nothing(
     assert sorted(p.name for p in versions.iterdir()) == before
 
 
+def cells(table: str) -> list[list[str]]:
+    """The rows of a printed table, as their cells."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_the_totals_table_shows_each_migration_and_its_state():
+    running = data.Totals("volumes", "beta", "backfill_x", found=2000, done=1500)
+    running.seconds = 0.5
+    failed = data.Totals("volumes", "alpha", "cleanup", error="RuntimeError: boom")
+    header, *rows = cells(totals_table([running, failed]).get_string())
+    assert header == [
+        "Migration", "Release", "Found", "Done", "Batches", "Rows/s", "State"
+    ]  # fmt: skip
+    assert rows == [
+        ["volumes/backfill_x", "beta", "2000", "1500", "0", "4,000", "more to do"],
+        ["volumes/cleanup", "alpha", "0", "0", "0", "0", "error: RuntimeError: boom"],
+    ]
+
+
 def versions_of(operator, manage=None) -> dict[str, tuple[str, str]]:
     status = operator("db", "version", "--json", manage=manage).json()
     return {v["tree"]: (v["expand"], v["contract"]) for v in status["versions"]}
@@ -148,10 +172,10 @@ def test_a_rolling_upgrade_step_by_step(engine, operator):
 
     run = operator("db", "migrate", "--batch-size", "7")
     assert run.code == 0, run.err
-    header, row = run.out.splitlines()
-    assert header.split()[:3] == ["Migration", "Release", "Found"]
-    assert row.split()[:3] == ["volumes/backfill_volumes_name_sync", "beta", "30"]
-    assert row.endswith("complete")
+    header, row = cells(run.out)
+    assert header[:3] == ["Migration", "Release", "Found"]
+    assert row[:3] == ["volumes/backfill_volumes_name_sync", "beta", "30"]
+    assert row[-1] == "complete"
 
     run = operator("db", "check")
     assert run.code == Check.CONTRACT_BLOCKED
