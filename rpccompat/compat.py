@@ -22,7 +22,7 @@ from oslo_versionedobjects import base as ovo_base
 LOG = logging.getLogger(__name__)
 
 
-def _assigns(cls_path: str, attribute: str) -> bool:
+def _init_uses(cls_path: str, attribute: str) -> bool:
     """Whether ``module.Class.__init__`` uses ``attribute`` (a private one,
     on instances only, so it is looked for in the code that sets it)."""
     module, _, name = cls_path.rpartition(".")
@@ -30,10 +30,10 @@ def _assigns(cls_path: str, attribute: str) -> bool:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return False
-    return _assigns_in(cls, "__init__", attribute)
+    return _method_uses(cls, "__init__", attribute)
 
 
-def _assigns_in(cls: type, method: str, attribute: str) -> bool:
+def _method_uses(cls: type, method: str, attribute: str) -> bool:
     """Whether ``cls.method`` exists and uses ``attribute``."""
     code = getattr(getattr(cls, method, None), "__code__", None)
     return code is not None and attribute in code.co_names
@@ -45,7 +45,7 @@ CAPABILITIES: dict[str, tuple[str, Callable[[], bool]]] = {
         "a stopping node's unread requests are dropped, and their callers "
         "time out, instead of going to another node",
         lambda: all(
-            _assigns(cls, attribute)
+            _init_uses(cls, attribute)
             for cls, attribute in (
                 (
                     "oslo_messaging._drivers.base.PollStyleListenerAdapter",
@@ -61,7 +61,7 @@ CAPABILITIES: dict[str, tuple[str, Callable[[], bool]]] = {
     ),
     "object registration": (
         "a release's registry cannot register its classes",
-        lambda: _assigns_in(
+        lambda: _method_uses(
             ovo_base.VersionedObjectRegistry, "_register_class", "_obj_classes"
         ),
     ),
