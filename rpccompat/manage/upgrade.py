@@ -146,14 +146,14 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.FAILURE, "; ".join(problems))
         history = self.context.history
         unknown = []
-        for view in self.survey.services:
-            try:
-                if history is not None:
+        if history is not None:
+            for view in self.survey.services:
+                try:
                     history.index(view.service.release)
-            except UnknownRelease:
-                unknown.append(
-                    f"{view.service.name} runs unknown {view.service.release!r}"
-                )
+                except UnknownRelease:
+                    unknown.append(
+                        f"{view.service.name} runs unknown {view.service.release!r}"
+                    )
         return _result(Code.WARNING, unknown, "trees, head files and releases agree")
 
     _upgrade_checks = (

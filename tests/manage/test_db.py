@@ -15,7 +15,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from rpccompat.db import Check, data
+from rpccompat.db import Check, MigrationTree, data
 from rpccompat.demo import schema
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
 from rpccompat.manage.db import totals_table
@@ -52,16 +52,21 @@ def test_a_tool_the_commands_are_mounted_in_is_the_one_every_blocker_names(
     assert "rpccompat-manage" not in run.out + checked.out
 
 
+def copied_tree(tmp_path) -> MigrationTree:
+    """The sample's tree, its revisions in a folder of the test's own."""
+    versions = tmp_path / "versions"
+    shutil.copytree(
+        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return dataclasses.replace(schema.TREE, versions=versions)
+
+
 def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
     engine, operator, tmp_path
 ):
     """The next expand and contract revisions of the sample's own tree, as a
     developer starts them, then applied by the operator's steps."""
-    versions = tmp_path / "versions"
-    shutil.copytree(
-        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    tree = dataclasses.replace(schema.TREE, versions=versions)
+    tree = copied_tree(tmp_path)
     mounted = Manage(prog="volumes-manage", trees=[tree])
 
     run = operator(
@@ -75,18 +80,17 @@ def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
     assert run.code == 0, run.err
     contract = run.out.split(" written to ")[1].strip()
 
-    scaffolded = dataclasses.replace(schema.TREE, versions=versions)
     new_expand, new_contract = (
-        scaffolded.revisions(branch)[-1] for branch in ("expand", "contract")
+        tree.revisions(branch)[-1] for branch in ("expand", "contract")
     )
     assert (new_expand.path, new_contract.path) == (expand, contract)
     assert new_expand.down_revision == "beta_expand"
-    assert scaffolded.serves_release(new_expand) == "beta"
+    assert tree.serves_release(new_expand) == "beta"
     assert new_contract.down_revision == "beta_contract"
     assert new_contract.dependencies == new_expand.revision
-    assert scaffolded.requires_release(new_contract) == "beta"
-    assert scaffolded.problems() == []  # head files name the new heads
-    assert "add a tag" in (versions / expand).read_text()
+    assert tree.requires_release(new_contract) == "beta"
+    assert tree.problems() == []  # head files name the new heads
+    assert "add a tag" in (tree.versions / expand).read_text()
 
     assert operator("db", "expand", manage=mounted).code == 0
     assert operator("db", "migrate", manage=mounted).code == 0
@@ -108,16 +112,13 @@ def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
 def test_a_revision_that_cannot_be_scaffolded_is_one_line_and_writes_nothing(
     operator, tmp_path, argv, says
 ):
-    versions = tmp_path / "versions"
-    shutil.copytree(
-        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    mounted = Manage(trees=[dataclasses.replace(schema.TREE, versions=versions)])
-    before = sorted(p.name for p in versions.iterdir())
+    tree = copied_tree(tmp_path)
+    mounted = Manage(trees=[tree])
+    before = sorted(p.name for p in tree.versions.iterdir())
     run = operator("db", "revision", "-m", "x", *argv, manage=mounted)
     assert run.code == BAD_INPUT and says in run.err, run.err
     assert run.err.count("\n") == 1
-    assert sorted(p.name for p in versions.iterdir()) == before
+    assert sorted(p.name for p in tree.versions.iterdir()) == before
 
 
 def cells(table: str) -> list[list[str]]:
