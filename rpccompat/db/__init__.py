@@ -4,6 +4,7 @@ What a service project touches::
 
     from rpccompat.db import MigrationTree, DataMigrations, ColumnSync, Backfill
     from rpccompat.db import MovedColumns  # columns moved to a new table
+    from rpccompat.db import read_through  # several syncs of one table
     from rpccompat.db import ddl      # in revision scripts
     from rpccompat.db import Database # expand, migrate, contract, status
 
@@ -21,7 +22,7 @@ from rpccompat.db.data import (
 )
 from rpccompat.db.database import Blocker, Check, Database, Status, TreeVersion
 from rpccompat.db.moved import MovedColumns
-from rpccompat.db.sync import ColumnSync
+from rpccompat.db.sync import ColumnSync, read_through
 from rpccompat.db.tree import FRAMEWORK, MigrationTree
 from rpccompat.exceptions import ContractRefused, LockNotGranted, MigrationError
 
@@ -43,4 +44,5 @@ __all__ = [
     "Throttle",
     "Totals",
     "TreeVersion",
+    "read_through",
 ]

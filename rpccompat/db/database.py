@@ -287,7 +287,7 @@ class Database:
         if refusal is not None:
             raise MigrationError(refusal)
         for tree in self.trees:
-            self._upgrade(tree, f"{EXPAND}@head", **settings)
+            self._upgrade(tree, EXPAND, **settings)
 
     def migrate(
         self,
@@ -341,7 +341,7 @@ class Database:
         with guard.contracting(self.engine, self._new_floors(), projects):
             _refuse(self._service_blockers(offline))
             for tree in self.trees:
-                self._upgrade(tree, f"{CONTRACT}@head", **settings)
+                self._upgrade(tree, CONTRACT, **settings)
 
     def _new_floors(self) -> dict[str, guard.Mark]:
         """The floor of each project whose tree has contract revisions
@@ -368,9 +368,20 @@ class Database:
         self.contract(offline=True, sync_triggers=False, **settings)
         return results
 
-    def _upgrade(self, tree: MigrationTree, target: str, **settings: Any) -> None:
+    def _upgrade(self, tree: MigrationTree, branch: str, **settings: Any) -> None:
+        """Apply ``branch`` up to the tree's head.
+
+        A tree as_of an older release may find newer releases' revisions
+        applied past its head: it leaves them, and the releases the guard
+        records as served, as they are.
+        """
         with self.engine.connect() as conn:
-            tree.upgrade(conn, target, **settings)
+            pending = tree.pending(conn, branch)
+            conn.rollback()  # each revision runs in a transaction of its own
+            if pending:
+                tree.upgrade(conn, tree.head(branch), **settings)
+            elif not tree.newer:
+                tree.record_served(conn)
 
     def expand_refusal(self) -> str | None:
         """Why the server would refuse a trigger that a pending expand

@@ -259,31 +259,9 @@ class ColumnSync:
         New code reads and writes only the new columns; it never names the
         old ones, so it keeps working after contract drops them.
         """
-        rows = conn.execute(query).all()
-        stale = {row._mapping[self.key] for row in rows if self._unconverted(row)}
-        if not stale:
-            return rows
-        by_key = query.selected_columns[self.key]
-        again = query.where(by_key.in_(stale)).order_by(None).order_by(by_key)
-        fresh = self._by_key(conn.execute(again.with_for_update()))
-        unconverted = [k for k, row in fresh.items() if self._unconverted(row)]
-        if unconverted:
-            self.migrate_rows(conn, unconverted)  # rows this holds: no wait
-            # Read back even if this converted nothing: SQLite (pysqlite)
-            # reads outside the transaction its UPDATE begins, so another
-            # writer may have converted them since.
-            converted = again.where(by_key.in_(unconverted)).with_for_update()
-            fresh.update(self._by_key(conn.execute(converted)))
-        return [  # in the query's order; rows deleted meanwhile are gone
-            fresh[key] if key in stale else row
-            for row in rows
-            if (key := row._mapping[self.key]) not in stale or key in fresh
-        ]
+        return read_through(conn, query, [self])
 
-    def _by_key(self, rows: Iterable[sa.Row]) -> dict[Any, sa.Row]:
-        return {row._mapping[self.key]: row for row in rows}
-
-    def _unconverted(self, row: sa.Row) -> bool:
+    def unconverted(self, row: sa.Row) -> bool:
         """Whether the new columns of ``row`` are as expand left them."""
         values = row._mapping
         return all(
@@ -330,6 +308,60 @@ class ColumnSync:
     def refusal(self) -> str:
         """The message of a refused write: one line, within MySQL's 128."""
         return f"{REFUSED} ({self.name}); write one shape, or both in step"[:128]
+
+
+def read_through(
+    conn: sa.Connection, query: sa.Select, syncs: Sequence[ColumnSync]
+) -> Sequence[sa.Row]:
+    """Rows of ``query`` with the new columns of every sync in ``syncs``
+    filled (see :meth:`ColumnSync.read`).
+
+    Several syncs of one table are in flight at once when an upgrade skips
+    a release (N-2 to N) and both releases changed the table: the new code
+    reads through all of them, and a row any of them finds unconverted is
+    locked once and converted by each that needs it, in ``syncs``' order.
+    """
+    key = _common_key(syncs)
+    rows = conn.execute(query).all()
+    stale = {row._mapping[key] for row in rows if _unconverted(syncs, row)}
+    if not stale:
+        return rows
+    by_key = query.selected_columns[key]
+    again = query.where(by_key.in_(stale)).order_by(None).order_by(by_key)
+    fresh = _by_key(key, conn.execute(again.with_for_update()))
+    unconverted = [k for k, row in fresh.items() if _unconverted(syncs, row)]
+    if unconverted:
+        for sync in syncs:  # rows this holds: no wait
+            sync.migrate_rows(
+                conn, [k for k in unconverted if sync.unconverted(fresh[k])]
+            )
+        # Read back even if this converted nothing: SQLite (pysqlite)
+        # reads outside the transaction its UPDATE begins, so another
+        # writer may have converted them since.
+        converted = again.where(by_key.in_(unconverted)).with_for_update()
+        fresh.update(_by_key(key, conn.execute(converted)))
+    return [  # in the query's order; rows deleted meanwhile are gone
+        fresh[k] if k in stale else row
+        for row in rows
+        if (k := row._mapping[key]) not in stale or k in fresh
+    ]
+
+
+def _common_key(syncs: Sequence[ColumnSync]) -> str:
+    if not syncs or len({(s.table, s.key) for s in syncs}) != 1:
+        raise ValueError(
+            "read_through needs one or more syncs of one table and key, not "
+            f"{[(s.name, s.table, s.key) for s in syncs]}"
+        )
+    return syncs[0].key
+
+
+def _unconverted(syncs: Sequence[ColumnSync], row: sa.Row) -> bool:
+    return any(sync.unconverted(row) for sync in syncs)
+
+
+def _by_key(key: str, rows: Iterable[sa.Row]) -> dict[Any, sa.Row]:
+    return {row._mapping[key]: row for row in rows}
 
 
 @functools.cache

@@ -60,6 +60,36 @@ class MigrationTree:
     history: History | None = None
     data_migrations: DataMigrations = dataclasses.field(default_factory=DataMigrations)
     version_table: str = "alembic_version"
+    #: Releases whose revisions and data migrations this tree leaves out
+    #: (see as_of).
+    newer: frozenset[str] = frozenset()
+
+    def as_of(self, release: str) -> MigrationTree:
+        """This tree as ``release`` ships it: the same revision scripts
+        without those, and the data migrations, of newer releases.
+
+        A project's own package holds only its release's revisions and never
+        needs this; a package that ships several releases (the sample
+        service ships three) installs one release's schema at a time with it.
+        The head files name the whole folder's heads, so only the whole tree
+        checks them and scaffolds revisions.
+        """
+        if self.history is None:
+            raise ValueError(f"tree {self.name!r} has no history to cut at {release!r}")
+        position = self.history.index(release)
+        later = {r.name for r in self.history.releases[position + 1 :]}
+        data_migrations = DataMigrations()
+        for migration in self.data_migrations:
+            if migration.release not in later:
+                data_migrations.add(migration.release, migration.fn, migration.name)
+        return dataclasses.replace(
+            self,
+            history=History(
+                self.history.project, self.history.releases[: position + 1]
+            ),
+            data_migrations=data_migrations,
+            newer=self.newer | later,
+        )
 
     def config(self, **attributes: Any) -> Config:
         config = Config()
@@ -80,10 +110,13 @@ class MigrationTree:
             r
             for r in reversed(list(self.script.walk_revisions()))
             if branch in r.branch_labels
+            and getattr(r.module, RELEASE_ATTRIBUTES[branch], None) not in self.newer
         ]
 
     def head(self, branch: str) -> str:
-        heads = [r.revision for r in self.revisions(branch) if r.is_head]
+        revisions = self.revisions(branch)
+        below = {d for r in revisions for d in _as_tuple(r.down_revision)}
+        heads = [r.revision for r in revisions if r.revision not in below]
         if len(heads) != 1:
             raise MigrationError(
                 f"tree {self.name!r}: the {branch} branch has heads {heads}, "
@@ -98,6 +131,7 @@ class MigrationTree:
         Two changes that each add a revision then conflict in git, on these
         files, instead of forking the history in production.
         """
+        self._refuse_as_of("check the head files")
         for branch, filename in HEAD_FILES.items():
             path = self.versions / filename
             recorded = path.read_text().strip() if path.exists() else None
@@ -112,10 +146,11 @@ class MigrationTree:
         """What is wrong with the tree itself (empty: nothing), no database needed:
         head files that do not name the heads, and revisions without a
         ``serves_release`` (expand) or ``requires_release`` (contract) the
-        history declares."""
+        history declares (a tree as_of a release checks only the latter)."""
         problems = []
         try:
-            self.check_head_files()
+            if not self.newer:
+                self.check_head_files()
         except MigrationError as e:
             problems.append(str(e))
         if self.history is None:
@@ -146,6 +181,7 @@ class MigrationTree:
         default the history's newest) as the release an expand revision
         serves or a contract revision requires.  Returns its path.
         """
+        self._refuse_as_of("scaffold revisions")
         self.check_head_files()
         if release is None and self.history is not None:
             release = self.history.current.name
@@ -166,6 +202,13 @@ class MigrationTree:
         (self.versions / HEAD_FILES[branch]).write_text(script.revision + "\n")
         self.__dict__.pop("script", None)  # read again: it has one more
         return Path(script.path)
+
+    def _refuse_as_of(self, what: str) -> None:
+        if self.newer:
+            raise MigrationError(
+                f"tree {self.name!r} leaves out the revisions of "
+                f"{', '.join(sorted(self.newer))}: {what} with the whole tree"
+            )
 
     def requires_release(self, revision: Script) -> str | None:
         return getattr(revision.module, "requires_release", None)
@@ -297,7 +340,9 @@ class MigrationTree:
         return self.history.releases[position] if position >= 0 else None
 
     def render(self, dialect: str) -> dict[str, str]:
-        """The SQL each revision runs on ``dialect``, rendered without a database."""
+        """The SQL each revision of this tree runs on ``dialect``, rendered
+        without a database (newer releases' revisions are rendered, after
+        this tree's, and left out)."""
         buffer = io.StringIO()
         config = self.config(dialect_name=dialect, output_buffer=buffer)
         command.upgrade(config, "heads", sql=True)
@@ -309,7 +354,8 @@ class MigrationTree:
                 revision = marker.group(1)
             elif revision is not None:
                 rendered[revision] = rendered.get(revision, "") + line + "\n"
-        return rendered
+        ours = {r.revision for branch in BRANCHES for r in self.revisions(branch)}
+        return {r: sql for r, sql in rendered.items() if r in ours}
 
 
 def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:

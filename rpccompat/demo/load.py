@@ -33,8 +33,8 @@ class CountingClient:
     def failed_calls(self) -> int:
         return len(self.failures)
 
-    def can_send(self, method: str) -> bool:
-        return self._client.can_send(method)
+    def can_send(self, method: str, arg: str | None = None) -> bool:
+        return self._client.can_send(method, arg)
 
     def call(self, context: Any, method: str, **kwargs: Any) -> Any:
         with self._lock:

@@ -28,13 +28,13 @@ from oslo_config import cfg
 
 from rpccompat import engine as dbengine
 from rpccompat import opts
-from rpccompat.demo import alpha, beta
+from rpccompat.demo import alpha, beta, gamma
 from rpccompat.demo.load import Load
 from rpccompat.exceptions import ConfigurationError, SchemaRefused
 from rpccompat.scrub import one_line_usage_errors, passwords, scrub_process_output
 from rpccompat.service import Service, StopSignal, exit_abandoned
 
-RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta}
+RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta, "gamma": gamma}
 VOLUME, API = "volume", "api"
 REFUSED = 3  # exit code: the schema does not serve this release
 

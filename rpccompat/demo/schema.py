@@ -1,11 +1,20 @@
-"""The sample service's database: its migration tree, sync and backfill.
+"""The sample service's database: its migration tree, syncs and backfills.
 
 From alpha to beta the ``volumes`` table renames ``display_name`` to
 ``name`` (kept in sync by triggers while both releases write, backfilled by a
 data migration, the old column dropped at contract) and gains
-``description`` and ``attach_mode``.  This is the tree the newest release
-ships; the rename is declared once, in ``beta.NAME_SYNC``, and the revision
-scripts in ``migrations/`` import it from there.
+``description`` and ``attach_mode``; from beta to gamma it widens ``size``
+to ``size_gib`` the same way and gains ``bootable`` and
+``attach_device_type``.  Each change is declared once (``beta.NAME_SYNC``,
+``gamma.SIZE_SYNC``) and the revision scripts in ``migrations/`` import it.
+
+One package ships all three releases, so the tree comes in two cuts:
+``GAMMA_TREE``, every revision, and ``TREE``, the tree as beta ships it
+(``as_of``), which the default upgrade (alpha to beta) runs.  An upgrade to
+gamma names ``rpccompat.demo.schema:GAMMA_TREE`` in ``[database]
+migration_trees``; from alpha it is a skip-level upgrade: both releases'
+expands, both backfills, and a contract that waits for every node to run
+gamma.
 """
 
 from __future__ import annotations
@@ -24,19 +33,21 @@ from rpccompat.db import (
     DataMigrations,
     MigrationTree,
 )
-from rpccompat.demo import beta
+from rpccompat.demo import beta, gamma
 from rpccompat.demo.node import load_conf, require_database
 
 DATA_MIGRATIONS = DataMigrations()
 DATA_MIGRATIONS.add("beta", Backfill(beta.NAME_SYNC))
+DATA_MIGRATIONS.add("gamma", Backfill(gamma.SIZE_SYNC))
 
-TREE = MigrationTree(
+GAMMA_TREE = MigrationTree(
     "volumes",
     Path(__file__).parent / "migrations",
-    history=beta.HISTORY,
+    history=gamma.HISTORY,
     data_migrations=DATA_MIGRATIONS,
     version_table="volumes_alembic_version",
 )
+TREE = GAMMA_TREE.as_of("beta")
 ALPHA_SCHEMA = "alpha_contract"  # the whole of alpha's schema
 
 

@@ -19,7 +19,7 @@ from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
 from rpccompat.db.backends import backend
 from rpccompat.db.backends.mysql import trigger_refusal
-from rpccompat.demo import alpha, beta, schema
+from rpccompat.demo import alpha, beta, gamma, schema
 from rpccompat.exceptions import ContractRefused, MigrationError
 from rpccompat.registry import Base, ServiceRegistry
 from tests.db import insert_alpha_volumes
@@ -30,8 +30,8 @@ def report(registry: ServiceRegistry, host: str, release: str) -> None:
         host=host,
         binary="volume",
         release=release,
-        rpc_version=beta.HISTORY.rpc_version("volume", release),
-        objects_version=beta.HISTORY.release(release).objects_version,
+        rpc_version=gamma.HISTORY.rpc_version("volume", release),
+        objects_version=gamma.HISTORY.release(release).objects_version,
     )
 
 
@@ -46,6 +46,76 @@ def refusal(database: Database) -> str:
     with pytest.raises(ContractRefused) as refused:
         database.contract()
     return str(refused.value)
+
+
+def volume_columns(engine: sa.Engine) -> set[str]:
+    return {c["name"] for c in sa.inspect(engine).get_columns("volumes")}
+
+
+def gamma_rows(engine: sa.Engine) -> dict[str, tuple]:
+    with engine.connect() as conn:
+        query = sa.select(
+            gamma.volumes.c.id, gamma.volumes.c.name, gamma.volumes.c.size_gib
+        )
+        return {row.id: (row.name, row.size_gib) for row in conn.execute(query)}
+
+
+def test_the_sample_upgrades_one_release_at_a_time(engine):
+    """Alpha to beta with beta's tree, then beta to gamma with gamma's."""
+    database = schema.install_alpha(engine)
+    names = add_alpha_rows(engine, 20)
+    registry = ServiceRegistry(engine)
+    report(registry, "node-1", "alpha")
+    database.expand()
+    database.migrate()
+    assert "size_gib" not in volume_columns(engine)  # beta ships no gamma
+    report(registry, "node-1", "beta")
+    database.contract()
+
+    to_gamma = Database(engine, [schema.GAMMA_TREE])
+    to_gamma.expand()
+    database.expand()  # beta's tree again: gamma's revisions are left alone
+    with engine.connect() as conn:
+        assert guard.read(conn, "volumes").ceiling.release == "gamma"
+    to_gamma.migrate()
+    assert "volume@node-1 runs beta" in refusal(to_gamma)
+    report(registry, "node-1", "gamma")
+    to_gamma.contract()
+    assert [(v.expand, v.contract) for v in to_gamma.versions()][-1] == (
+        "gamma_expand",
+        "gamma_contract",
+    )
+    assert {"size", "display_name"} & volume_columns(engine) == set()
+    assert gamma_rows(engine) == {key: (name, 1) for key, name in names.items()}
+
+
+def test_a_skip_level_upgrade_expands_and_migrates_both_releases(engine):
+    """Alpha straight to gamma (N-2 to N): no beta node ever runs."""
+    schema.install_alpha(engine)
+    names = add_alpha_rows(engine, 20)
+    registry = ServiceRegistry(engine)
+    report(registry, "node-1", "alpha")
+    report(registry, "node-2", "alpha")
+    database = Database(engine, [schema.GAMMA_TREE])
+    database.expand()
+    assert [v.expand for v in database.versions()][-1] == "gamma_expand"
+    totals = {t.name: t.done for t in database.migrate()}
+    assert totals == {
+        "backfill_volumes_name_sync": 20,
+        "backfill_volumes_size_gib_sync": 20,
+    }
+    # Contract waits for the oldest release still counted.
+    report(registry, "node-1", "gamma")
+    refused = refusal(database)
+    assert "volume@node-2 runs alpha (up); contract beta_contract needs beta" in refused
+    assert (
+        "volume@node-2 runs alpha (up); contract gamma_contract needs gamma" in refused
+    )
+    assert "node-1" not in refused
+    report(registry, "node-2", "gamma")
+    database.contract()
+    assert {"size", "display_name"} & volume_columns(engine) == set()
+    assert gamma_rows(engine) == {key: (name, 1) for key, name in names.items()}
 
 
 def test_contract_is_refused_in_each_unsafe_state_until_cleared(engine):

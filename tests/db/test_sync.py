@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.db import ddl
-from rpccompat.db.sync import REFUSED, ColumnSync
-from rpccompat.demo import beta, schema
+from rpccompat.db import Database, ddl
+from rpccompat.db.sync import REFUSED, ColumnSync, read_through
+from rpccompat.demo import beta, gamma, schema
 from tests.db import SIZES, concurrently, insert_alpha_volumes
 from tests.db.shapes import IMAGES, VISIBILITY, in_revision
 
@@ -305,6 +305,67 @@ def test_read_returns_a_row_converted_by_another_reader_after_its_snapshot(
         with volumes.begin() as other:
             SYNC.migrate_rows(other, ["alpha-0"])
         assert [tuple(r) for r in SYNC.read(conn, query)] == [("alpha-0", "alpha-0")]
+
+
+# -- a skip-level upgrade: two syncs of one table in flight ----------------------
+
+
+@pytest.fixture
+def skipped(engine: sa.Engine) -> sa.Engine:
+    """Alpha's database expanded straight for gamma: beta's rename and
+    gamma's widened size both in flight, three rows alpha wrote before."""
+    schema.install_alpha(engine)
+    insert_alpha_volumes(engine, {key: key for key in BEFORE_EXPAND})
+    Database(engine, [schema.GAMMA_TREE]).expand()
+    return engine
+
+
+GAMMA_QUERY = sa.select(
+    gamma.volumes.c.id, gamma.volumes.c.name, gamma.volumes.c.size_gib
+)
+
+
+def test_read_through_converts_each_sync_a_row_needs_and_writes_it_back(skipped):
+    with skipped.begin() as conn:
+        beta.NAME_SYNC.migrate_rows(conn, ["alpha-1"])  # one backfill was there
+        gamma.SIZE_SYNC.migrate_rows(conn, ["alpha-2"])  # the other there
+    with skipped.begin() as conn:
+        rows = read_through(conn, GAMMA_QUERY.order_by("id"), gamma.SYNCS)
+    assert [tuple(r) for r in rows] == [(k, k, 1) for k in BEFORE_EXPAND]
+    for key in BEFORE_EXPAND:
+        assert columns(
+            skipped, "volumes", "display_name, name, size, size_gib", key
+        ) == (
+            key,
+            key,
+            1,
+            1,
+        )
+
+
+def test_read_through_returns_what_another_reader_converted_after_its_snapshot(
+    skipped,
+):
+    """Reading through one sync, then the other, would return the second
+    read's row: its size was converted before the snapshot, so it looks
+    done, with the name of REPEATABLE READ's snapshot, still NULL."""
+    query = GAMMA_QUERY.where(gamma.volumes.c.id == "alpha-0")
+    with skipped.begin() as conn:
+        gamma.SIZE_SYNC.migrate_rows(conn, ["alpha-0"])
+    with skipped.begin() as conn:
+        conn.execute(sa.select(gamma.volumes.c.id)).all()  # the snapshot starts
+        with skipped.begin() as other:
+            beta.NAME_SYNC.migrate_rows(other, ["alpha-0"])
+        assert [tuple(r) for r in read_through(conn, query, gamma.SYNCS)] == [
+            ("alpha-0", "alpha-0", 1)
+        ]
+
+
+def test_read_through_refuses_syncs_of_different_tables():
+    with pytest.raises(ValueError, match="one table and key"):
+        read_through(None, GAMMA_QUERY, [beta.NAME_SYNC, SIZES])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one table and key"):
+        read_through(None, GAMMA_QUERY, [])  # type: ignore[arg-type]
 
 
 # -- a lossy mapping: is_public becomes visibility, as in Glance's Ocata ---------

@@ -53,12 +53,14 @@ def test_a_tool_the_commands_are_mounted_in_is_the_one_every_blocker_names(
 
 
 def copied_tree(tmp_path) -> MigrationTree:
-    """The sample's tree, its revisions in a folder of the test's own."""
+    """The sample's whole tree, its revisions in a folder of the test's own."""
     versions = tmp_path / "versions"
     shutil.copytree(
-        schema.TREE.versions, versions, ignore=shutil.ignore_patterns("__pycache__")
+        schema.GAMMA_TREE.versions,
+        versions,
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
-    return dataclasses.replace(schema.TREE, versions=versions)
+    return dataclasses.replace(schema.GAMMA_TREE, versions=versions)
 
 
 def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
@@ -84,11 +86,11 @@ def test_a_scaffolded_revision_pair_follows_the_heads_and_applies(
         tree.revisions(branch)[-1] for branch in ("expand", "contract")
     )
     assert (new_expand.path, new_contract.path) == (expand, contract)
-    assert new_expand.down_revision == "beta_expand"
-    assert tree.serves_release(new_expand) == "beta"
-    assert new_contract.down_revision == "beta_contract"
+    assert new_expand.down_revision == "gamma_expand"
+    assert tree.serves_release(new_expand) == "gamma"
+    assert new_contract.down_revision == "gamma_contract"
     assert new_contract.dependencies == new_expand.revision
-    assert tree.requires_release(new_contract) == "beta"
+    assert tree.requires_release(new_contract) == "gamma"
     assert tree.problems() == []  # head files name the new heads
     assert "add a tag" in (tree.versions / expand).read_text()
 

@@ -60,12 +60,12 @@ def test_pending_work_warns(engine, operator):
 def test_a_database_ahead_of_the_code_fails_history_consistency(engine, operator):
     with engine.begin() as conn:
         conn.execute(
-            sa.text("UPDATE volumes_alembic_version SET version_num = 'gamma_contract'")
+            sa.text("UPDATE volumes_alembic_version SET version_num = 'delta_contract'")
         )
     code, checks = results(operator)
     assert code == 2
     result, details = checks["History consistency"]
-    assert result == 2 and "at revision gamma_contract" in details
+    assert result == 2 and "at revision delta_contract" in details
 
     run = operator("db", "check")
     assert run.code == 1
