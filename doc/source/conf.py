@@ -15,6 +15,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "oslo_config.sphinxext",
     "sphinxarg.ext",
+    "reno.sphinxext",
 ]
 exclude_patterns: list[str] = []
 html_theme = "alabaster"
