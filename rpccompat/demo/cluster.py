@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat.db import Throttle
 from rpccompat.demo import beta, schema
-from rpccompat.demo.node import API, VOLUME, Node, Settings, make_conf
+from rpccompat.demo.node import API, RELEASES, VOLUME, Node, Settings, make_conf
 from rpccompat.exceptions import ContractRefused
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
@@ -118,23 +118,27 @@ def settings_options(settings: Settings) -> list[str]:
 
 
 def check_rows(
-    engine: sa.Engine, ledgers: Sequence[Mapping[str, dict[str, Any] | None]]
+    engine: sa.Engine,
+    ledgers: Sequence[Mapping[str, dict[str, Any] | None]],
+    release: str = "beta",
 ) -> dict[str, int]:
-    """Every row the clients are sure of, as beta reads it after contract.
+    """Every row the clients are sure of, as ``release`` reads it after
+    contract.
 
     A row that must exist but does not is lost; one that differs, or that
     was deleted but is still there, is wrong.
     """
     expected = {k: v for ledger in ledgers for k, v in ledger.items()}
-    table = beta.volumes
+    code = RELEASES[release]
+    table = code.volumes
     found: dict[str, Any] = {}
     with engine.connect() as conn:
         ids = list(expected)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            query = sa.select(table.c.id, table.c.name, table.c.size)
-            for row in conn.execute(query.where(table.c.id.in_(chunk))):
-                found[row.id] = {"name": row.name, "size": row.size}
+            for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))):
+                volume = code.Volume.from_row(row)
+                found[volume.id] = {"name": volume.name, "size": volume.size}
     lost = sum(1 for k, v in expected.items() if v is not None and k not in found)
     wrong = sum(1 for k, v in expected.items() if k in found and found[k] != v)
     return {"rows_checked": len(expected), "lost_rows": lost, "wrong_rows": wrong}

@@ -1,6 +1,8 @@
 """``rpccompat-upgrade-test``: prove a rolling upgrade loses no call and no row.
 
-The sample service goes from alpha to beta with one OS process per node on
+The sample service goes from alpha to beta (``--releases``: on to gamma one
+release at a time, ``alpha,beta,gamma``, or skipping beta, ``alpha,gamma``,
+as a skip-level upgrade does) with one OS process per node on
 RabbitMQ and MariaDB or PostgreSQL, in a scratch database made for the run
 and dropped after it.  Several volume nodes serve, several api nodes of both
 releases call every method continuously and record what they wrote.  An
@@ -28,6 +30,7 @@ import argparse
 import bisect
 import contextlib
 import dataclasses
+import itertools
 import json
 import random
 import statistics
@@ -45,9 +48,9 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat import testing
 from rpccompat.db import data
-from rpccompat.demo import alpha, beta, faults
+from rpccompat.demo import alpha, faults, gamma
 from rpccompat.demo.cluster import ProcessNode, check_rows
-from rpccompat.demo.node import API, VOLUME
+from rpccompat.demo.node import API, RELEASES, VOLUME
 from rpccompat.exceptions import first_line
 from rpccompat.scrub import (
     one_line_usage_errors,
@@ -58,7 +61,8 @@ from rpccompat.scrub import (
 
 BAD_INPUT = 2
 SERVERS = {"mysql": "MariaDB/MySQL", "postgresql": "PostgreSQL"}
-PIN = beta.HISTORY.current.rpc[VOLUME]  # what every beta client must reach
+# The tree each target release's package ships (the sample ships all three).
+TREES = {"beta": "volumes", "gamma": "rpccompat.demo.schema:GAMMA_TREE"}
 MIGRATION_BATCH = 50  # small batches, so a kill lands mid-run
 # ``db contract`` once migrated, while alpha nodes serve: refused with db
 # check's code for "old services still counted".
@@ -70,6 +74,7 @@ class Options:
     db_url: str
     transport_url: str
     seed: int
+    releases: tuple[str, ...] = ("alpha", "beta")
     nodes: int = 2
     new_clients: int = 1
     load_threads: int = 2
@@ -156,7 +161,7 @@ class UpgradeTest:
         self.records: list[dict[str, Any]] = []
         self.nodes: dict[tuple[str, str], ProcessNode] = {}
         self._started = time.time()
-        self._pin_lift_from: float | None = None
+        self._pin_lift_from: dict[str, float] = {}  # release: its last elder left
 
     def run(self) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
@@ -174,7 +179,8 @@ class UpgradeTest:
             seeded = self._install_alpha()
             self._upgrade()
             self._stop_all()
-            rows = check_rows(self.engine, [seeded, *(r["rows"] for r in self.records)])
+            ledgers = [seeded, *(r["rows"] for r in self.records)]
+            rows = check_rows(self.engine, ledgers, self.options.releases[-1])
             return self._report(rows)
 
     # -- the operator's steps ----------------------------------------------
@@ -212,8 +218,10 @@ class UpgradeTest:
         self._settle()
         self._phase("expand")
         self._manage("db", "expand", expect=0)
-        for i in range(o.nodes + 1, o.nodes + o.new_clients + 1):
-            self._start("beta", API, f"api-{i}")
+        hosts = iter(range(o.nodes + 1, o.nodes + 1 + o.new_clients * len(o.releases)))
+        for release in o.releases[1:]:
+            for _ in range(o.new_clients):
+                self._start(release, API, f"api-{next(hosts)}")
         self._settle()
         self._phase("mixed")
         self._replace_all()
@@ -224,36 +232,42 @@ class UpgradeTest:
         self._settle()
 
     def _replace_all(self) -> None:
-        """Every alpha node by a beta one, in the seeded order; the data
-        migration after the first, the faults between the others."""
-        order = [key for key, node in self.nodes.items() if node.release == "alpha"]
-        self.rng.shuffle(order)
-        injected = [f for f in self.options.faults if f != faults.KILL_MIGRATION]
-        slots = self.rng.sample(range(1, len(order)), k=len(injected))
-        scheduled = dict(zip(slots, injected, strict=True))
-        for number, (binary, host) in enumerate(order):
-            if number in scheduled:
-                self._inject(scheduled[number])
-            self._replace(binary, host, last_volume=self._last_alpha(binary, host))
-            if number == 0:
-                self._migrate()
-                self._manage("db", "contract", expect=CONTRACT_REFUSED_OLD_SERVICES)
+        """The nodes of each release by ones of the next, in the seeded
+        order; the data migrations after the first, the faults between the
+        other replacements of the first release."""
+        releases = self.options.releases
+        for step, (old, new) in enumerate(itertools.pairwise(releases)):
+            order = [key for key, node in self.nodes.items() if node.release == old]
+            self.rng.shuffle(order)
+            injected = [f for f in self.options.faults if f != faults.KILL_MIGRATION]
+            if step > 0:
+                injected = []
+            slots = self.rng.sample(range(1, len(order)), k=len(injected))
+            scheduled = dict(zip(slots, injected, strict=True))
+            for number, (binary, host) in enumerate(order):
+                if number in scheduled:
+                    self._inject(scheduled[number])
+                self._replace(binary, host, new)
+                if step == number == 0:
+                    self._migrate()
+                    self._manage("db", "contract", expect=CONTRACT_REFUSED_OLD_SERVICES)
 
-    def _last_alpha(self, binary: str, host: str) -> bool:
+    def _last_of(self, release: str, binary: str, host: str) -> bool:
+        """Whether ``binary@host`` is the last volume node of ``release``."""
         others = [
             key
             for key, node in self.nodes.items()
-            if key[0] == VOLUME and node.release == "alpha" and key != (binary, host)
+            if key[0] == VOLUME and node.release == release and key != (binary, host)
         ]
         return binary == VOLUME and not others
 
-    def _replace(self, binary: str, host: str, *, last_volume: bool) -> None:
-        node = self.nodes.pop((binary, host))
-        if last_volume:
-            self._pin_lift_from = time.time()
-        self._stop(node)
-        self._start("beta", binary, host)
-        self._step(f"{binary}@{host} replaced by beta")
+    def _replace(self, binary: str, host: str, release: str) -> None:
+        node = self.nodes[(binary, host)]
+        if self._last_of(node.release, binary, host):
+            self._pin_lift_from[release] = time.time()
+        self._stop(self.nodes.pop((binary, host)))
+        self._start(release, binary, host)
+        self._step(f"{binary}@{host} replaced by {release}")
         self._settle()
 
     def _migrate(self) -> None:
@@ -375,16 +389,24 @@ class UpgradeTest:
         return round(wall_clock - self._started, 3)
 
     def _pin_lift(self) -> dict[str, Any]:
-        """Seconds from the last alpha volume node's stop until each beta
-        client then running spoke beta's version (None: it never did)."""
-        since = self._pin_lift_from
+        """Seconds from the stop of the last volume node older than each
+        release of the upgrade until each client of that release or newer
+        then running spoke its version (None: one never did, or no release
+        was reached)."""
         clients = {}
-        for record in self.records:
-            changes = record["pin_changes"]
-            if since is None or record["release"] != "beta" or changes[0]["at"] > since:
-                continue  # it started at beta's version: nothing to lift
-            lifted = [c["at"] for c in changes if c["rpc"][VOLUME] == PIN]
-            clients[record["node"]] = round(lifted[0] - since, 3) if lifted else None
+        for release in self.options.releases[1:]:
+            since = self._pin_lift_from.get(release)
+            pin = gamma.HISTORY.rpc_version(VOLUME, release)
+            newest = gamma.HISTORY.index(release)
+            for record in self.records:
+                changes = record["pin_changes"]
+                if since is None or changes[0]["at"] > since:
+                    continue  # it started after: nothing to lift
+                if gamma.HISTORY.index(record["release"]) < newest:
+                    continue  # it never speaks this version
+                lifted = [c["at"] for c in changes if c["rpc"][VOLUME] == pin]
+                seconds = round(lifted[0] - since, 3) if lifted else None
+                clients[f"{record['node']} to {release}"] = seconds
         seconds = [s for s in clients.values() if s is not None]
         every = max(seconds) if seconds and len(seconds) == len(clients) else None
         return {VOLUME: every, "clients": clients}
@@ -460,7 +482,7 @@ def write_config(path: Path, options: Options, db_url: str) -> Path:
         f"pin_refresh_interval = {options.pin_refresh_interval}\n"
         "[database]\n"
         f"connection = {db_url}\n"
-        "migration_trees = volumes\n"
+        f"migration_trees = {TREES[options.releases[-1]]}\n"
     )
     return path
 
@@ -481,9 +503,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     )
     parser.add_argument("--transport-url", required=True, help="rabbit://...")
     parser.add_argument("--seed", type=int, help="default: a random one, printed")
+    parser.add_argument(
+        "--releases",
+        default="alpha,beta",
+        help="the upgrade's path, from alpha, one node at a time to each release "
+        "in turn: alpha,beta (default), alpha,beta,gamma or alpha,gamma (skip-level)",
+    )
     parser.add_argument("--nodes", type=int, default=2, help="per binary, at alpha")
     parser.add_argument(
-        "--new-clients", type=int, default=1, help="beta api nodes added at expand"
+        "--new-clients",
+        type=int,
+        default=1,
+        help="api nodes of each newer release added at expand",
     )
     parser.add_argument("--load-threads", type=int, default=2, help="per api node")
     parser.add_argument(
@@ -521,6 +552,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
             f"unknown fault(s) {', '.join(unknown)}; "
             f"choose from {', '.join(faults.ALL)}"
         )
+    releases = tuple(args.releases.split(","))
+    known = list(RELEASES)
+    if (
+        len(releases) < 2
+        or releases[0] != "alpha"
+        or not set(releases) <= set(known)
+        or sorted(releases, key=known.index) != list(releases)
+        or len(set(releases)) != len(releases)
+    ):
+        parser.error(
+            f"--releases {args.releases}: give alpha, then newer releases in "
+            f"order, each once, from {', '.join(known)}"
+        )
     if args.nodes < 1 or args.new_clients < 1:
         parser.error("--nodes and --new-clients must be at least 1")
     between = 2 * args.nodes - 1
@@ -555,7 +599,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         if getattr(args, field.name, None) is not None
     }
     seed = args.seed if args.seed is not None else random.randrange(10**6)
-    return args, Options(**{**given, "seed": seed, "faults": chosen})
+    return args, Options(
+        **{**given, "seed": seed, "faults": chosen, "releases": releases}
+    )
 
 
 def passed(report: dict[str, Any]) -> bool:
@@ -573,7 +619,7 @@ def print_summary(report: dict[str, Any]) -> None:
         f"failed ({report['unexplained_failures']} unexplained); "
         f"{report['rows_checked']} rows checked, {report['lost_rows']} lost, "
         f"{report['wrong_rows']} wrong; pins lifted "
-        f"{report['pin_lift_seconds'][VOLUME]}s after the last alpha volume node "
+        f"{report['pin_lift_seconds'][VOLUME]}s after the last older volume node "
         f"left; {report['elapsed_seconds']}s"
     )
     for phase, figure in report["latency"].items():

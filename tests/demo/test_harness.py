@@ -68,6 +68,42 @@ def test_rolling_upgrade_under_load_loses_no_call_and_no_row(
     ]
 
 
+@pytest.mark.parametrize(
+    ("releases", "backend"),
+    [("alpha,beta,gamma", "mysql"), ("alpha,gamma", "postgresql")],
+)
+def test_three_releases_one_at_a_time_or_skipping_one_lose_no_call(
+    request, rabbit_url, releases, backend
+):
+    """All three releases serve at once (alpha,beta,gamma) and the pins rise
+    release by release; or beta is skipped, as a skip-level upgrade does,
+    with both releases' expands, backfills and contracts."""
+    server = request.getfixturevalue(f"{backend}_url")
+    done = upgrade_test(
+        "--db-url", server, "--transport-url", rabbit_url, "--seed", "5",
+        "--releases", releases, "--seed-rows", "500", "--step-seconds", "2",
+    )  # fmt: skip
+    report = report_of(done)
+    assert (report["failed_calls"], report["failures"]) == (0, [])
+    assert (report["lost_rows"], report["wrong_rows"]) == (0, 0)
+    assert report["rows_checked"] > 500
+    assert done.returncode == 0
+    steps = [step["step"] for step in report["steps"]]
+    served = {s.split("(")[1].split(")")[0] for s in steps if s.endswith("serving")}
+    assert served == set(releases.split(","))
+    targets = releases.split(",")[1:]
+    lifted = report["pin_lift_seconds"]
+    assert lifted["volume"] is not None
+    assert {client.split(" to ")[1] for client in lifted["clients"]} == set(targets)
+    commands = [(run["command"], run["exit_code"]) for run in report["operator"]]
+    assert commands == [
+        ("db expand", 0),
+        ("db migrate --batch-size 50", 0),
+        ("db contract", 6),  # refused while alpha nodes serve
+        ("db contract", 0),
+    ]
+
+
 def test_faults_lose_no_row_and_explain_every_failed_call(postgresql_url, rabbit_url):
     done = upgrade_test(
         "--db-url", postgresql_url, "--transport-url", rabbit_url, "--seed", "3",
