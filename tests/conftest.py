@@ -94,14 +94,14 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("rabbit_url")
 
 
-def mixed_period_database(db_url: str) -> sa.Engine:
-    """The sample service's database installed at alpha and expanded for beta:
-    what both releases use while an upgrade is under way."""
+def mixed_period_database(db_url: str, release: str = "beta") -> sa.Engine:
+    """The sample service's database installed at alpha and expanded for
+    ``release``: what every release uses while an upgrade is under way."""
     from rpccompat import engine as dbengine
     from rpccompat.demo import schema
 
     engine = dbengine.create_engine(db_url)
-    schema.install_mixed_period(engine)
+    schema.install_mixed_period(engine, tree=schema.TREES[release])
     return engine
 
 

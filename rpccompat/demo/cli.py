@@ -1,7 +1,7 @@
 """``rpccompat-demo``: a whole rolling upgrade of the sample service, under load.
 
 Exit codes: 0 the upgrade lost no call and no row, every row was right and
-the pins ended at beta; 1 it did not; 2 bad arguments.
+the pins ended at the last release; 1 it did not; 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rpccompat.demo.cluster import RollingUpgrade
-from rpccompat.demo.node import Settings
+from rpccompat.demo.node import Settings, upgrade_path
 from rpccompat.scrub import one_line_usage_errors, scrub
 
 MEMORY_TRANSPORT = "kombu+memory:////"
@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--processes", action="store_true", help="run one OS process per node"
     )
+    parser.add_argument(
+        "--releases",
+        default="alpha,beta",
+        help="alpha,beta (default), alpha,beta,gamma (one release at a time) "
+        "or alpha,gamma (skip-level)",
+    )
     parser.add_argument("--volume-nodes", type=int, default=3)
     parser.add_argument(
         "--settle", type=float, default=1.0, help="seconds of load after each step"
@@ -47,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if args.volume_nodes < 1:
         parser.error("--volume-nodes must be at least 1")
+    try:
+        args.releases = upgrade_path(args.releases)
+    except ValueError as e:
+        parser.error(f"--releases {e}")
     return args
 
 
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"database {scrub(db_url)}, transport {scrub(args.transport_url)}")
         upgrade = RollingUpgrade(
             Settings(db_url=db_url, transport_url=args.transport_url),
+            releases=args.releases,
             volume_nodes=args.volume_nodes,
             processes=args.processes,
             settle=args.settle,
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         result["failed_calls"] == 0
         and result["lost_rows"] == 0
         and result["wrong_rows"] == 0
-        and final == "beta"
+        and final == args.releases[-1]
     )
     if args.json:
         print(json.dumps(result))
@@ -94,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             f"done in {result['elapsed_seconds']}s: {result['calls']} calls, "
             f"{result['failed_calls']} failed; {result['rows_checked']} rows "
             f"checked, {result['lost_rows']} lost, {result['wrong_rows']} wrong; "
-            f"pins lifted {result['pin_lift_seconds']}s after the last alpha "
+            f"pins lifted {result['pin_lift_seconds']}s after the last older "
             "volume node stopped"
         )
         for failure in result["failures"][:MAX_FAILURES_SHOWN]:

@@ -6,9 +6,11 @@ start the cluster at alpha, expand the database, replace the first volume
 node (graceful stop, start beta on the same host), run the data migrations
 while both releases serve, replace the other volume nodes and the API nodes,
 and contract once no alpha node is left (contract is tried once before, to
-show the gate refusing it).  After each step it records the pins a beta
-client sees and who holds them, and the calls made and failed so far; at the
-end every row the clients wrote is checked against what they recorded.
+show the gate refusing it).  ``releases`` goes on to gamma the same way, one
+release at a time (``alpha, beta, gamma``) or skipping beta (``alpha,
+gamma``).  After each step it records the pins a client of the last release
+sees and who holds them, and the calls made and failed so far; at the end
+every row the clients wrote is checked against what they recorded.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
 from rpccompat.db import Throttle
-from rpccompat.demo import beta, schema
+from rpccompat.demo import schema
 from rpccompat.demo.node import API, RELEASES, VOLUME, Node, Settings, make_conf
 from rpccompat.exceptions import ContractRefused
 from rpccompat.pins import Pins
@@ -151,12 +153,14 @@ class RollingUpgrade:
         self,
         settings: Settings,
         *,
+        releases: tuple[str, ...] = ("alpha", "beta"),
         volume_nodes: int = 3,
         processes: bool = False,
         settle: float = 1.0,
         report: Callable[[dict[str, Any]], None] = lambda step: None,
     ) -> None:
         self.settings = settings
+        self.releases = releases
         self.volume_nodes = volume_nodes
         self.processes = processes
         self.settle = settle
@@ -167,13 +171,18 @@ class RollingUpgrade:
 
     def run(self) -> dict[str, Any]:
         engine = dbengine.create_engine(self.settings.db_url)
-        self.database = schema.install_alpha(engine, self.settings.service_down_time)
+        self.database = schema.install_alpha(
+            engine,
+            self.settings.service_down_time,
+            schema.TREES[self.releases[-1]],
+        )
         self.registry = ServiceRegistry(engine)
         conf = make_conf(self.settings, "demo-observer")
         transport = make_transport(conf)
-        # What a beta client sees: the pins that must lift by themselves.
+        # What a client of the last release sees: the pins that must lift
+        # by themselves.
         self.observer = Pins(
-            beta.HISTORY,
+            RELEASES[self.releases[-1]].HISTORY,
             self.registry,
             service_down_time=self.settings.service_down_time,
             refresh_interval=self.settings.pin_refresh_interval,
@@ -197,50 +206,62 @@ class RollingUpgrade:
             f"node-{i}": self._start("alpha", VOLUME, f"node-{i}")
             for i in range(1, self.volume_nodes + 1)
         }
-        api_alpha = self._start_api("alpha", "api-1")
+        self._start_api("alpha", "api-1")
         self._step("cluster at alpha, an alpha client calling")
         self.database.expand()
-        self._start_api("beta", "api-2")  # beta's code needs beta's expand
+        newer = self.releases[1:]
+        for number, release in enumerate(newer, start=2):  # their code needs it
+            self._start_api(release, f"api-{number}")
         self._step(
-            "db expand: name, description, attach_mode added; sync triggers; "
-            "a beta client calling"
+            f"db expand for {', '.join(newer)}: new columns and sync triggers; "
+            f"a client of each release calling"
         )
         pin_lift_seconds = None
-        for number, host in enumerate(list(volumes)):
-            volumes[host].stop()
-            stopped_at = time.monotonic()
-            volumes[host] = self._start("beta", VOLUME, host)
-            if host == list(volumes)[-1]:
-                pin_lift_seconds = self._wait_for_release("beta", stopped_at)
-            self._step(f"{VOLUME}@{host} upgraded to beta")
-            if number == 0:
-                self._migrate_and_try_contract()
-        self.stats.append(api_alpha.stop())
-        self._api_nodes.remove(api_alpha)
-        self._start_api("beta", "api-1")
-        self._step("api@api-1 upgraded to beta")
+        for step, release in enumerate(newer):
+            for number, host in enumerate(list(volumes)):
+                volumes[host].stop()
+                stopped_at = time.monotonic()
+                volumes[host] = self._start(release, VOLUME, host)
+                if host == list(volumes)[-1]:
+                    pin_lift_seconds = self._wait_for_release(release, stopped_at)
+                self._step(f"{VOLUME}@{host} upgraded to {release}")
+                if step == number == 0:
+                    self._migrate_and_try_contract()
+            self._upgrade_api_nodes(release)
         self.database.contract()
-        self._step("db contract: display_name and its triggers dropped")
+        self._step("db contract: the old columns and their triggers dropped")
         for node in self._api_nodes:
             self.stats.append(node.stop())
         for node in volumes.values():
             node.stop()
+        rows = [s.get("rows", {}) for s in self.stats]
         return {
             "calls": sum(s.get("calls", 0) for s in self.stats),
             "failed_calls": sum(s.get("failed_calls", 0) for s in self.stats),
             "failures": [f for s in self.stats for f in s.get("failures", [])],
-            **check_rows(engine, [s.get("rows", {}) for s in self.stats]),
+            **check_rows(engine, rows, self.releases[-1]),
             "pin_lift_seconds": pin_lift_seconds,
             "pins": self.steps,
         }
+
+    def _upgrade_api_nodes(self, release: str) -> None:
+        """Every API node older than ``release`` replaced by one of it."""
+        history = RELEASES[self.releases[-1]].HISTORY
+        for node in list(self._api_nodes):
+            if history.index(node.release) < history.index(release):
+                self.stats.append(node.stop())
+                self._api_nodes.remove(node)
+                self._start_api(release, node.host)
+                self._step(f"{API}@{node.host} upgraded to {release}")
 
     def _migrate_and_try_contract(self) -> None:
         """Backfill while both releases serve; contract must still be refused."""
         totals = self.database.migrate(throttle=Throttle(batch_size=500))
         found, done = sum(t.found for t in totals), sum(t.done for t in totals)
         self._step(
-            f"db migrate while both releases serve: the backfill looked at {found} "
-            f"rows and converted {done}; triggers and reads converted the others"
+            f"db migrate while old and new releases serve: the backfills looked "
+            f"at {found} rows and converted {done}; triggers and reads converted "
+            "the others"
         )
         try:
             self.database.contract()

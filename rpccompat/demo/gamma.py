@@ -243,8 +243,10 @@ class VolumeManager(Endpoint):
             return self._load(conn, volume_id)
 
     @method(since="1.0")
-    @retry_on_disconnect
     def update_volume(self, context: dict, volume: Volume) -> Volume:
+        """Saves the changes and returns the caller's own object, as Nova's
+        ``save()`` does: it goes back at the version it came in, which may
+        be older than this node's."""
         changes = volume.obj_get_changes()
         values = {
             column: changes[field]
@@ -256,12 +258,17 @@ class VolumeManager(Endpoint):
             )
             if field in changes
         }
+        if values:
+            self._update(volume.id, values)
+        volume.obj_reset_changes()
+        return volume
+
+    @retry_on_disconnect
+    def _update(self, volume_id: str, values: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            if values:
-                conn.execute(
-                    volumes.update().where(volumes.c.id == volume.id).values(**values)
-                )
-            return self._load(conn, volume.id)
+            conn.execute(
+                volumes.update().where(volumes.c.id == volume_id).values(**values)
+            )
 
     @method(since="1.1", fallback=_extend_on_alpha)
     @retry_on_disconnect

@@ -50,7 +50,7 @@ from rpccompat import testing
 from rpccompat.db import data
 from rpccompat.demo import alpha, faults, gamma
 from rpccompat.demo.cluster import ProcessNode, check_rows
-from rpccompat.demo.node import API, RELEASES, VOLUME
+from rpccompat.demo.node import API, VOLUME, upgrade_path
 from rpccompat.exceptions import first_line
 from rpccompat.scrub import (
     one_line_usage_errors,
@@ -552,19 +552,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
             f"unknown fault(s) {', '.join(unknown)}; "
             f"choose from {', '.join(faults.ALL)}"
         )
-    releases = tuple(args.releases.split(","))
-    known = list(RELEASES)
-    if (
-        len(releases) < 2
-        or releases[0] != "alpha"
-        or not set(releases) <= set(known)
-        or sorted(releases, key=known.index) != list(releases)
-        or len(set(releases)) != len(releases)
-    ):
-        parser.error(
-            f"--releases {args.releases}: give alpha, then newer releases in "
-            f"order, each once, from {', '.join(known)}"
-        )
+    try:
+        releases = upgrade_path(args.releases)
+    except ValueError as e:
+        parser.error(f"--releases {e}")
     if args.nodes < 1 or args.new_clients < 1:
         parser.error("--nodes and --new-clients must be at least 1")
     between = 2 * args.nodes - 1

@@ -35,6 +35,26 @@ from rpccompat.scrub import one_line_usage_errors, passwords, scrub_process_outp
 from rpccompat.service import Service, StopSignal, exit_abandoned
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta, "gamma": gamma}
+
+
+def upgrade_path(text: str) -> tuple[str, ...]:
+    """``alpha,beta,gamma``: the releases an upgrade goes through, from alpha
+    to each newer one in turn, one may be skipped (ValueError otherwise)."""
+    path = tuple(text.split(","))
+    known = list(RELEASES)
+    if (
+        len(path) < 2
+        or path[0] != known[0]
+        or not set(path) <= set(known)
+        or sorted(set(path), key=known.index) != list(path)
+    ):
+        raise ValueError(
+            f"{text}: give alpha, then newer releases in order, each once, "
+            f"from {', '.join(known)}"
+        )
+    return path
+
+
 VOLUME, API = "volume", "api"
 REFUSED = 3  # exit code: the schema does not serve this release
 

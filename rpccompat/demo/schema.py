@@ -48,12 +48,16 @@ GAMMA_TREE = MigrationTree(
     version_table="volumes_alembic_version",
 )
 TREE = GAMMA_TREE.as_of("beta")
+TREES = {"beta": TREE, "gamma": GAMMA_TREE}  # by the release an upgrade ends at
 ALPHA_SCHEMA = "alpha_contract"  # the whole of alpha's schema
 
 
-def install_alpha(engine: sa.Engine, service_down_time: float = 60.0) -> Database:
-    """A database as alpha left it: where the demo's upgrade starts."""
-    database = Database(engine, [TREE], service_down_time=service_down_time)
+def install_alpha(
+    engine: sa.Engine, service_down_time: float = 60.0, tree: MigrationTree = TREE
+) -> Database:
+    """A database as alpha left it: where the demo's upgrade starts; the
+    database steps of an upgrade to ``tree``'s release."""
+    database = Database(engine, [tree], service_down_time=service_down_time)
     with engine.connect() as conn:
         FRAMEWORK.upgrade(conn, "heads")
         TREE.upgrade(conn, ALPHA_SCHEMA)
@@ -61,10 +65,11 @@ def install_alpha(engine: sa.Engine, service_down_time: float = 60.0) -> Databas
 
 
 def install_mixed_period(
-    engine: sa.Engine, service_down_time: float = 60.0
+    engine: sa.Engine, service_down_time: float = 60.0, tree: MigrationTree = TREE
 ) -> Database:
-    """A database at alpha, expanded for beta: an upgrade under way."""
-    database = install_alpha(engine, service_down_time)
+    """A database at alpha, expanded for ``tree``'s release (beta): an
+    upgrade under way."""
+    database = install_alpha(engine, service_down_time, tree)
     database.expand()
     return database
 
