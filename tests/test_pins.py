@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
 from rpccompat.db import Database
-from rpccompat.demo import beta
+from rpccompat.demo import beta, gamma
 from rpccompat.exceptions import UnknownRelease
 from rpccompat.pins import Pins, compute_pin
 from rpccompat.registry import ServiceRecord, ServiceRegistry
@@ -166,6 +166,27 @@ def test_upgrade_levels_release_or_version_overrides_the_table(
         release,
         "upgrade_levels",
     )
+
+
+@pytest.mark.parametrize(
+    ("level", "rpc"), [("alpha", "1.0"), ("beta", "1.1"), ("gamma", "1.2")]
+)
+def test_upgrade_levels_take_every_release_of_a_three_release_history(
+    registry, level, rpc
+):
+    """Gamma's history names all three; a level caps the pin even with every
+    service at gamma."""
+    for host in ("a", "b"):
+        registry.report(
+            host=host,
+            binary="volume",
+            release="gamma",
+            rpc_version="1.2",
+            objects_version=gamma.HISTORY.current.objects_version,
+        )
+    pins = Pins(gamma.HISTORY, registry, upgrade_levels={"volume": level})
+    got = pins.get("volume")
+    assert (got.rpc_version, got.release, got.source) == (rpc, level, "upgrade_levels")
 
 
 def test_upgrade_levels_unknown_value_fails_at_start(registry):

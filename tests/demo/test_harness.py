@@ -166,6 +166,7 @@ def test_alpha_nodes_on_a_year_older_oslo_libraries_lose_no_call(mysql_url, rabb
         ),
         (["--faults", "kill-migration", "--seed-rows", "10"], "--seed-rows at least"),
         (["--alpha-python", "/nonexistent/python"], "no such file"),
+        (["--releases", "beta,gamma"], "give alpha, then newer releases in order"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, says):
