@@ -361,11 +361,14 @@ class Database:
 
         No sync triggers are installed: nothing writes the old shape meanwhile.
         A service still up on an older release refuses it before any change.
+        A data migration that fails stops it before contract, which would only
+        be refused for the rows it left: its totals carry the error.
         """
         _refuse(self._service_blockers(offline=True))
         self.expand(sync_triggers=False, **settings)
         results = self.migrate()
-        self.contract(offline=True, sync_triggers=False, **settings)
+        if not any(t.error for t in results):
+            self.contract(offline=True, sync_triggers=False, **settings)
         return results
 
     def _upgrade(self, tree: MigrationTree, branch: str, **settings: Any) -> None:

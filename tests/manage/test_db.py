@@ -224,6 +224,29 @@ def test_sync_is_the_offline_path(db_url, operator):
     assert operator("db", "check").code == Check.UP_TO_DATE
 
 
+def test_sync_stops_before_contract_and_says_which_data_migration_failed(
+    engine, operator
+):
+    """Contract would only be refused for the rows the migration left; the
+    error is what the operator needs."""
+
+    def broken(context: data.DataContext, max_count: int) -> tuple[int, int]:
+        raise RuntimeError("boom: no such column")
+
+    migrations = data.DataMigrations()
+    migrations.add("beta", broken)
+    tree = dataclasses.replace(schema.TREE, data_migrations=migrations)
+    mounted = Manage(trees=[tree])
+    run = operator("db", "sync", manage=mounted)
+    assert run.code == ERROR, run.err
+    assert "volumes/broken" in run.out
+    assert "error: RuntimeError: boom: no such column" in run.out
+    assert versions_of(operator, mounted)["volumes"] == (
+        "beta_expand",
+        "alpha_contract",
+    )
+
+
 def test_sync_is_refused_while_an_old_node_is_up(engine, operator):
     report(engine, "node-1", "alpha")
     before = versions_of(operator)
