@@ -9,6 +9,7 @@ password: every error, usage error and log line passes through
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import inspect
 import logging
@@ -175,6 +176,8 @@ def _add_parsers(subparsers: Any, commands: Mapping[str, Any]) -> None:
                 aliases=[name] if name != hyphenated else [],
                 help=_summary(fn),
                 description=inspect.getdoc(fn),
+                # The docstring's paragraphs, its exit codes last, as written.
+                formatter_class=argparse.RawDescriptionHelpFormatter,
             )
             for flags, kwargs in getattr(fn, "arguments", []):
                 dest = flags[0].lstrip("-").replace("-", "_")

@@ -132,7 +132,12 @@ class DbCommands:
     def expand(
         self, lock_timeout: float | None = None, retry_budget: float | None = None
     ) -> int:
-        """Additive schema changes and sync triggers; safe while all serve."""
+        """Additive schema changes and sync triggers; safe while all serve.
+
+        Exit codes: 0 expanded; 1 an error, among them MySQL/MariaDB refusing
+        the sync triggers (found before anything changes) and a lock not
+        granted within the retry budget.
+        """
         self.context.database.expand(**_ddl_settings(lock_timeout, retry_budget))
         self._print_versions()
         print(
@@ -151,7 +156,13 @@ class DbCommands:
         pause: float = 0.0,
         json: bool = False,
     ) -> int:
-        """Run every online data migration, of every release, until done."""
+        """Run every online data migration, of every release, until done.
+
+        Exit codes (Nova's and Cinder's): 0 every data migration is complete;
+        1 progress made, more to do (run it again); 2 errors: a migration
+        failed (even beside progress), the schema is not expanded yet, or the
+        database is unreachable; 127 bad input (--batch-size 0).
+        """
         return self._migrate(None, Throttle(batch_size, pause, target_time), json)
 
     @error_exit(data.ERRORS)
@@ -166,7 +177,13 @@ class DbCommands:
         pause: float = 0.0,
         json: bool = False,
     ) -> int:
-        """One pass of the online data migrations, for cron or a loop."""
+        """One pass of the online data migrations, for cron or a loop.
+
+        Exit codes: 0 every data migration is complete; 1 progress made,
+        more to do (with --max-count, even when a migration failed beside
+        the progress: running again helps); 2 errors with no progress, or
+        the database is unreachable; 127 bad input (--max-count 0).
+        """
         if max_count is not None and max_count < 1:
             raise CommandError(
                 f"--max-count must be at least 1, not {max_count}", BAD_INPUT
@@ -192,7 +209,13 @@ class DbCommands:
     def contract(
         self, lock_timeout: float | None = None, retry_budget: float | None = None
     ) -> int:
-        """Drop what the old release used; refused while anything needs it."""
+        """Drop what the old release used; refused while anything needs it.
+
+        Exit codes: 0 contracted; refused: the db check code of the first
+        blocker to clear, 3 expand not applied, 4 data migrations left, 6
+        services of an older release still counted or not removed; 1 an
+        error (a lock not granted: run it again).
+        """
         try:
             self.context.database.contract(**_ddl_settings(lock_timeout, retry_budget))
         except ContractRefused as refused:
@@ -210,7 +233,10 @@ class DbCommands:
 
     @json_flag
     def version(self, json: bool = False) -> int:
-        """The composite version (expand, contract) of each tree, and the phase."""
+        """The composite version (expand, contract) of each tree, and the phase.
+
+        Exit codes: 0 shown.
+        """
         status = self.context.database.status()
         if json:
             print_json(status_dict(status, self.context.prog))
@@ -221,7 +247,12 @@ class DbCommands:
 
     @json_flag
     def check(self, json: bool = False) -> int:
-        """What is safe next, as an exit code a script can act on."""
+        """What is safe next, as an exit code a script can act on.
+
+        Exit codes (Glance's 3, 4 and 5, and 6): 0 up to date; 3 expand
+        needed; 4 data migrations pending; 5 contract needed and allowed; 6
+        contract needed but blocked by services.
+        """
         status = self.context.database.status()
         if json:
             print_json(status_dict(status, self.context.prog))
@@ -239,7 +270,13 @@ class DbCommands:
         self, lock_timeout: float | None = None, retry_budget: float | None = None
     ) -> int:
         """The offline path: expand, migrate, contract, with every service stopped
-        (a new deployment, or a cold upgrade); no sync triggers."""
+        (a new deployment, or a cold upgrade); no sync triggers.
+
+        Exit codes: 0 synced; 6 refused before any change: a service of an
+        older release is still up; 1 a data migration failed: the totals
+        table says which and why, and nothing was contracted; 4 data
+        migrations left with rows to do (run db migrate).
+        """
         try:
             results = self.context.database.sync(
                 **_ddl_settings(lock_timeout, retry_budget)
@@ -262,7 +299,12 @@ class DbCommands:
     @json_flag
     def lint(self, dialect: list[str] | None = None, json: bool = False) -> int:
         """Check every revision: no drop in expand, no create in contract, no
-        DDL that blocks writers on the backend; and the tree's head files."""
+        DDL that blocks writers on the backend; and the tree's head files.
+
+        Exit codes: 0 clean; 1 findings that are not declared exceptions, or
+        a tree problem (a head file that does not name its head, a revision
+        without its release).
+        """
         trees = [FRAMEWORK, *self.context.trees]
         findings = [f for t in trees for f in lint.lint(t, dialect or DIALECTS)]
         problems = [p for t in trees for p in t.problems()]
@@ -308,6 +350,10 @@ class DbCommands:
         It follows the branch's head (a contract revision depends on the
         expand head too), names its release, and is written into the tree's
         versions folder; EXPAND_HEAD or CONTRACT_HEAD is updated with it.
+
+        Exit codes: 0 written; 127 neither or both of --expand and
+        --contract, an unknown --release, or a --tree that is not configured
+        (or none given with several); 1 the head files do not name the heads.
         """
         if expand == contract:
             raise CommandError(

@@ -150,7 +150,10 @@ class ServiceCommands:
 
     @json_flag
     def list(self, json: bool = False) -> int:
-        """Every service with its versions, then the pins and their holders."""
+        """Every service with its versions, then the pins and their holders.
+
+        Exit codes: 0 listed; 1 the database has no services table.
+        """
         found = survey(self.context)
         if json:
             print_json(
@@ -196,7 +199,10 @@ class ServiceCommands:
     @args("host")
     def remove(self, binary: str, host: str) -> int:
         """Delete the row of a node that is gone for good: it stops counting
-        for pins and for the contract gate."""
+        for pins and for the contract gate.
+
+        Exit codes: 0 removed; 2 no such service.
+        """
         self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.remove(binary, host)
         self._done(f"removed {service.name} ({service.release})", "removed", service)
@@ -206,7 +212,10 @@ class ServiceCommands:
     @args("host")
     @args("--reason", help="why, shown in service list --json")
     def disable(self, binary: str, host: str, reason: str | None = None) -> int:
-        """Take a node out of scheduling; it still counts for pins."""
+        """Take a node out of scheduling; it still counts for pins.
+
+        Exit codes: 0 disabled; 2 no such service.
+        """
         service = self.context.registry.set_disabled(binary, host, True, reason)
         print(f"disabled {service.name}" + (f": {reason}" if reason else ""))
         return OK
@@ -214,7 +223,10 @@ class ServiceCommands:
     @args("binary")
     @args("host")
     def enable(self, binary: str, host: str) -> int:
-        """Put a disabled node back."""
+        """Put a disabled node back.
+
+        Exit codes: 0 enabled; 2 no such service.
+        """
         service = self.context.registry.set_disabled(binary, host, False)
         print(f"enabled {service.name}")
         return OK
@@ -225,7 +237,11 @@ class ServiceCommands:
     def force_down(self, binary: str, host: str, unset: bool = False) -> int:
         """Declare a node down now, without waiting for service_down_time:
         it stops counting for pins at once (it still blocks contract until
-        removed)."""
+        removed).
+
+        Exit codes: 0 forced down (or, with --unset, counted again); 2 no
+        such service.
+        """
         self.context.transport  # noqa: B018 - a bad transport URL changes nothing
         service = self.context.registry.set_forced_down(binary, host, not unset)
         what = "no longer forced down" if unset else "forced down"

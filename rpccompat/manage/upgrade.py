@@ -175,7 +175,14 @@ class UpgradeCommands:
     @error_exit(CHECKS_FAILED_TO_RUN)
     @json_flag
     def check(self, json: bool = False) -> int:
-        """Every readiness check; exit 0 success, 1 warnings, 2 failure."""
+        """Every readiness check, as a table titled after the tool.
+
+        Exit codes (oslo.upgradecheck's): 0 every check succeeded; 1
+        warnings: worth a look, not a stop; 2 a failure: the contract is
+        blocked, MySQL would refuse the sync triggers, or the code and the
+        database disagree about their history; 255 the checks could not run
+        (the database is unreachable).
+        """
         # oslo.upgradecheck reads the flag from its module's CONF.command.json.
         flag = SimpleNamespace(command=SimpleNamespace(json=json))
         upgradecheck.CONF = flag  # type: ignore[assignment]  # all it reads
