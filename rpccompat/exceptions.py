@@ -7,9 +7,30 @@ rpccompat client's ``allowed_remote_exmods``).
 
 from __future__ import annotations
 
+#: The operator's tool, unless the commands are mounted in a service's own.
+MANAGE = "rpccompat-manage"
+
 
 class RPCCompatError(Exception):
-    """Base of every rpccompat error."""
+    """Base of every rpccompat error.
+
+    One that an operator's command clears names it in its message as
+    ``{command}`` and keeps its words in ``command`` (``("db", "expand")``):
+    ``str()`` names it under rpccompat-manage, and a tool the commands are
+    mounted in renders it under its own name (:meth:`render`).
+    """
+
+    command: tuple[str, ...] = ()
+
+    def render(self, prog: str = MANAGE) -> str:
+        """The message, its command as ``prog`` runs it."""
+        text = super().__str__()
+        if not self.command:
+            return text
+        return text.replace("{command}", " ".join((prog, *self.command)))
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ConfigurationError(RPCCompatError):
@@ -61,6 +82,10 @@ def first_line(error: object) -> str:
 
 class MigrationError(RPCCompatError):
     """A migration tree, or a step of expand / migrate / contract, is wrong."""
+
+    def __init__(self, message: str = "", command: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 class LockNotGranted(MigrationError):

@@ -32,11 +32,9 @@ from collections.abc import Iterable, Iterator, Mapping
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from rpccompat.exceptions import ContractRefused, SchemaRefused
+from rpccompat.exceptions import MANAGE, ContractRefused, SchemaRefused
 from rpccompat.history import History, Release, version_tuple
 from rpccompat.registry import NAMING_CONVENTION, utcnow
-
-MANAGE = "rpccompat-manage"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 state_table = sa.Table(

@@ -27,10 +27,13 @@ from rpccompat.db.tree import (
     MigrationTree,
     installed_version_tables,
 )
-from rpccompat.exceptions import ContractRefused, MigrationError, UnknownRelease
+from rpccompat.exceptions import (
+    MANAGE,
+    ContractRefused,
+    MigrationError,
+    UnknownRelease,
+)
 from rpccompat.registry import ServiceInfo, ServiceRecord, ServiceRegistry
-
-MANAGE = "rpccompat-manage"
 
 
 class Check(enum.IntEnum):
@@ -308,7 +311,8 @@ class Database:
         if behind:
             raise MigrationError(
                 f"data migrations need the expanded schema, and {', '.join(behind)} "
-                f"is not expanded yet: run {MANAGE} db expand first"
+                "is not expanded yet: run {command} first",
+                command=("db", "expand"),
             )
         results: list[data.Totals] = []
         for tree in self.trees:

@@ -154,7 +154,7 @@ class Manage:
             if conf.debug:
                 raise
             code = _code(e, getattr(conf.command.action_fn, "error_code", ERROR))
-            return _fail(f"{self.prog}: {_explain(e, conf)}", code, secrets)
+            return _fail(f"{self.prog}: {_explain(e, conf, self.prog)}", code, secrets)
         finally:
             context.close()
 
@@ -222,8 +222,9 @@ def _apply_overrides(conf: cfg.ConfigOpts) -> None:
         conf.set_override("transport_url", conf.cli_transport_url)
 
 
-def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
-    """What went wrong, why, and what to do, in one line."""
+def _explain(error: Exception, conf: cfg.ConfigOpts, prog: str) -> str:
+    """What went wrong, why, and what to do, in one line; the commands it
+    names as ``prog`` runs them."""
     if isinstance(error, sa_exc.DBAPIError):
         reason = first_line(error.orig or error)
         where = scrub(conf.database.connection)
@@ -234,7 +235,7 @@ def _explain(error: Exception, conf: cfg.ConfigOpts) -> str:
             )
         return f"the database at {where} refused a statement: {reason}"
     if isinstance(error, RPCCompatError):
-        return str(error)
+        return error.render(prog)
     return (
         f"unexpected {type(error).__name__}: {error}; run again with --debug for "
         "the traceback and report it"

@@ -37,7 +37,7 @@ def _guarded(check: Callable[[Checks], Result]) -> Callable[[Checks], Result]:
         try:
             return check(self)
         except MigrationError as e:
-            return Result(Code.FAILURE, str(e))
+            return Result(Code.FAILURE, e.render(self.context.prog))
 
     return guarded
 

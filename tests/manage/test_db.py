@@ -281,6 +281,9 @@ def test_migrations_are_refused_before_expand(engine, operator):
         run = operator(*argv)
         assert run.code == 2
         assert "volumes is not expanded yet: run rpccompat-manage db expand" in run.err
+    # Mounted in a service's own tool, the command is that tool's.
+    run = operator("db", "migrate", manage=Manage(prog="volumes-manage"))
+    assert "volumes is not expanded yet: run volumes-manage db expand" in run.err
     assert operator("db", "check", "--json").json()["pending_migrations"] == [
         "volumes/backfill_volumes_name_sync"
     ]
