@@ -229,29 +229,41 @@ def backport(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> dict
             f"(it knows {', '.join(sorted(manifest)) or 'no objects'}); wait for "
             "its pin to lift, or do not send this object to it"
         )
-    if _at_or_below(obj, manifest):
+    above, below = _against(obj, manifest)
+    if not above:
         return obj.obj_to_primitive()  # nothing to backport: skip the compat pass
     target = min(obj.VERSION, manifest[name], key=version_tuple)
     primitive = obj.obj_to_primitive(
         target_version=target, version_manifest=dict(manifest)
     )
-    _send_older_children_as_they_are(obj, primitive, manifest)
+    if below:
+        _send_older_children_as_they_are(obj, primitive, manifest)
     return primitive
 
 
-def _at_or_below(obj: ovo_base.VersionedObject, manifest: Mapping[str, str]) -> bool:
-    """Whether ``obj`` and every object under it are at or below
-    ``manifest``'s versions.
+def _against(
+    obj: ovo_base.VersionedObject, manifest: Mapping[str, str]
+) -> tuple[bool, bool]:
+    """Whether any object of ``obj``'s tree is above ``manifest``'s version
+    of it, and whether any is below.
 
     Given a manifest, oslo.versionedobjects runs its compatibility pass over
     the whole tree even when no object differs, serialising every child a
-    second time; most objects a pinned client sends are already at the pin.
+    second time; most objects a pinned client sends are already at the pin,
+    and only one that arrived from an older peer is below it.
     """
-    if not _at_most(obj.VERSION, manifest.get(obj.obj_name())):
-        return False
-    return all(
-        child is None or _at_or_below(child, manifest) for child in _children(obj)
-    )
+    version, limit = obj.VERSION, manifest.get(obj.obj_name())
+    above = below = False
+    if limit is None:  # unknown to the peer: the compatibility pass decides
+        above = True
+    elif version != limit:
+        above = version_tuple(version) > version_tuple(limit)
+        below = not above
+    for child in _children(obj):
+        if child is not None and not (above and below):
+            child_above, child_below = _against(child, manifest)
+            above, below = above or child_above, below or child_below
+    return above, below
 
 
 def _send_older_children_as_they_are(
@@ -288,12 +300,6 @@ def _children(obj: ovo_base.VersionedObject) -> Iterator[Any]:
         if obj.obj_attr_is_set(name):
             value = getattr(obj, name)
             yield from value if isinstance(value, list) else (value,)
-
-
-def _at_most(version: str, limit: str | None) -> bool:
-    return version == limit or (
-        limit is not None and version_tuple(version) <= version_tuple(limit)
-    )
 
 
 @functools.cache
