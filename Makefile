@@ -13,18 +13,18 @@ ALPHA_CONSTRAINTS := requirements/alpha-libraries.txt
 
 .PHONY: demo test soak lint format bench clean alpha-venv docs
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml demo/setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./demo
 	touch $(STAMP)
 
 alpha-venv: $(ALPHA_STAMP)
 
-$(ALPHA_STAMP): setup.cfg pyproject.toml $(ALPHA_CONSTRAINTS)
+$(ALPHA_STAMP): setup.cfg pyproject.toml demo/setup.cfg $(ALPHA_CONSTRAINTS)
 	$(PYTHON) -m venv $(ALPHA_VENV)
 	$(ALPHA_BIN)/pip install --quiet --upgrade pip
-	$(ALPHA_BIN)/pip install --quiet -c $(ALPHA_CONSTRAINTS) -e '.[mysql,postgresql]'
+	$(ALPHA_BIN)/pip install --quiet -c $(ALPHA_CONSTRAINTS) -e '.[mysql,postgresql]' -e ./demo
 	touch $(ALPHA_STAMP)
 
 demo: $(STAMP)

@@ -29,7 +29,7 @@ from rpccompat.db.sync import ColumnSync  # noqa: E402
 from rpccompat.scrub import scrub  # noqa: E402
 
 if TYPE_CHECKING:
-    from rpccompat.demo import beta
+    from rpccompat_demo import beta
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def sample_volume() -> beta.Volume:
     """The payload of the RPC and object figures: beta's Volume with a child."""
-    from rpccompat.demo import beta  # only these figures need the sample service
+    from rpccompat_demo import beta  # only these figures need the sample service
 
     return beta.Volume(
         id=str(uuid.uuid4()),

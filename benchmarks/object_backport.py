@@ -23,8 +23,8 @@ from typing import Any
 
 import common  # first: it silences eventlet's import-time warning
 
-from rpccompat.demo import beta
 from rpccompat.objects import Serializer
+from rpccompat_demo import beta
 
 CONTEXT = {"request_id": "req-bench"}
 

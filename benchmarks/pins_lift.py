@@ -26,12 +26,12 @@ from collections.abc import Iterator
 import common  # first: it silences eventlet's import-time warning
 from sqlalchemy.engine import URL
 
-from rpccompat.demo import beta, schema
-from rpccompat.demo.node import VOLUME, Node, Settings, make_conf
 from rpccompat.engine import create_engine
 from rpccompat.pins import Pin, Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
+from rpccompat_demo import beta, schema
+from rpccompat_demo.node import VOLUME, Node, Settings, make_conf
 
 # The aim: every client speaks the new version this soon after the stop.
 AIM = 2.0

@@ -31,12 +31,12 @@ from oslo_versionedobjects.base import VersionedObjectSerializer
 from sqlalchemy.engine import URL
 
 from rpccompat.db import Database
-from rpccompat.demo import beta
 from rpccompat.engine import create_engine
 from rpccompat.objects import Serializer
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import Endpoint, RPCClient, make_server, make_transport, method
+from rpccompat_demo import beta
 
 MEMORY_URL = "kombu+memory:////"
 # The aim: rpccompat keeps at least this share of plain's calls/s on RabbitMQ.

@@ -12,7 +12,9 @@ import importlib
 import warnings
 
 
-def _run(module: str) -> int:
+def run(module: str) -> int:
+    """``module.main()``, its libraries imported quietly; for the console
+    scripts of rpccompat and of the services built on it."""
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     code: int = importlib.import_module(module).main()
     return code
@@ -20,24 +22,4 @@ def _run(module: str) -> int:
 
 def manage() -> int:
     """``rpccompat-manage``."""
-    return _run("rpccompat.manage")
-
-
-def demo() -> int:
-    """``rpccompat-demo``."""
-    return _run("rpccompat.demo.cli")
-
-
-def demo_node() -> int:
-    """``rpccompat-demo-node``."""
-    return _run("rpccompat.demo.node")
-
-
-def demo_client() -> int:
-    """``rpccompat-demo-client``."""
-    return _run("rpccompat.demo.client")
-
-
-def upgrade_test() -> int:
-    """``rpccompat-upgrade-test``."""
-    return _run("rpccompat.demo.harness")
+    return run("rpccompat.manage")

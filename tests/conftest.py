@@ -98,7 +98,7 @@ def mixed_period_database(db_url: str, release: str = "beta") -> sa.Engine:
     """The sample service's database installed at alpha and expanded for
     ``release``: what every release uses while an upgrade is under way."""
     from rpccompat import engine as dbengine
-    from rpccompat.demo import schema
+    from rpccompat_demo import schema
 
     engine = dbengine.create_engine(db_url)
     schema.install_mixed_period(engine, tree=schema.TREES[release])
@@ -118,8 +118,8 @@ class Cluster:
     """Nodes and clients of the sample service, stopped at the end of a test."""
 
     def __init__(self, db_url: str, transport_url: str) -> None:
-        from rpccompat.demo.node import Settings
         from rpccompat.registry import ServiceRegistry
+        from rpccompat_demo.node import Settings
 
         self.settings = Settings(
             db_url=db_url, transport_url=transport_url, pin_refresh_interval=60
@@ -129,7 +129,7 @@ class Cluster:
         self._stoppable: list = []
 
     def node(self, release: str, host: str = "node-1", binary: str = "volume"):
-        from rpccompat.demo.node import Node
+        from rpccompat_demo.node import Node
 
         node = Node(self.settings, release, binary, host)
         node.start()
@@ -138,9 +138,9 @@ class Cluster:
 
     def client(self, release: str, level: str = "auto", timeout: float = 10):
         """A client of ``release`` whose pin follows the table or ``level``."""
-        from rpccompat.demo.node import RELEASES, make_conf
         from rpccompat.pins import Pins
         from rpccompat.rpc import RPCClient, make_transport
+        from rpccompat_demo.node import RELEASES, make_conf
 
         code = RELEASES[release]
         transport = make_transport(make_conf(self.settings, "test-client"))
@@ -175,7 +175,7 @@ def spawn_node(
 ) -> subprocess.Popen[str]:
     """A node of the sample service as its own OS process; it prints READY."""
     return subprocess.Popen(
-        [sys.executable, "-m", "rpccompat.demo.node", "--release", release,
+        [sys.executable, "-m", "rpccompat_demo.node", "--release", release,
          "--binary", binary, "--host", host, "--db-url", db_url,
          "--transport-url", transport_url, *extra],
         stdout=subprocess.PIPE, stderr=stderr, text=True,

@@ -8,9 +8,9 @@ import threading
 from sqlalchemy import orm
 
 from rpccompat import guard
-from rpccompat.demo import beta
 from rpccompat.history import History, Release
 from rpccompat.registry import ServiceRegistry, utcnow
+from rpccompat_demo import beta
 from tests.conftest import mixed_period_database
 
 HANG = 120.0  # only to detect a hang

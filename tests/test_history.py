@@ -7,9 +7,9 @@ import pytest
 from oslo_utils import versionutils
 
 from rpccompat import History, Release
-from rpccompat.demo import beta
 from rpccompat.exceptions import HistoryError, UnknownRelease, UnknownVersion
 from rpccompat.history import version_tuple
+from rpccompat_demo import beta
 
 H = beta.HISTORY
 

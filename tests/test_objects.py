@@ -5,9 +5,9 @@ import random
 import pytest
 from oslo_versionedobjects import fields as ovo_fields
 
-from rpccompat.demo import alpha, beta
 from rpccompat.exceptions import IncompatibleObject, UnknownVersion
 from rpccompat.objects import ObjectRegistry, VersionedObject, backport
+from rpccompat_demo import alpha, beta
 
 
 def _beta_volume():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,15 +30,18 @@ def run(*argv: str | Path, cwd: Path, timeout: float = 600) -> str:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
+    """The library's sdist and wheel, and the sample service's (demo/)."""
     out = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
+    for project in (ROOT, ROOT / "demo"):
+        run(sys.executable, "-m", "build", "--outdir", out, project, cwd=out)
     return out
 
 
-def test_the_sdist_and_the_wheel_pass_twine_check_strict(dist):
-    [sdist] = dist.glob("*.tar.gz")
-    [wheel] = dist.glob("*.whl")
-    run(sys.executable, "-m", "twine", "check", "--strict", sdist, wheel, cwd=dist)
+def test_the_sdists_and_the_wheels_pass_twine_check_strict(dist):
+    built = sorted(dist.iterdir())
+    run(sys.executable, "-m", "twine", "check", "--strict", *built, cwd=dist)
+    [sdist] = dist.glob("rpccompat-*.tar.gz")
+    [wheel] = dist.glob("rpccompat-*.whl")
     assert "-0.0.0" not in wheel.name  # the version comes from git
     with tarfile.open(sdist) as archive:
         inside = {name.partition("/")[2] for name in archive.getnames()}
@@ -45,10 +49,28 @@ def test_the_sdist_and_the_wheel_pass_twine_check_strict(dist):
     assert set(tracked) <= inside  # what the tests need, and the licence
 
 
-def test_the_wheel_in_a_fresh_virtualenv_runs_from_outside_the_repository(
+def test_the_library_wheel_holds_only_the_library(dist):
+    """An adopter's environment gets rpccompat's own scripts and trees, not
+    the sample service's."""
+    [wheel] = dist.glob("rpccompat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(points).decode()
+    assert {n.split("/")[0] for n in names if not n.endswith(".dist-info")} >= {
+        "rpccompat"
+    }
+    assert not [n for n in names if n.startswith("rpccompat_demo")]
+    assert "rpccompat-manage" in entry_points
+    assert "demo" not in entry_points and "upgrade-test" not in entry_points
+    assert "migration_trees" not in entry_points
+
+
+def test_the_wheels_in_a_fresh_virtualenv_run_from_outside_the_repository(
     dist, tmp_path
 ):
-    [wheel] = dist.glob("*.whl")
+    [wheel] = dist.glob("rpccompat-*.whl")
+    [demo] = dist.glob("rpccompat_demo-*.whl")
     env = tmp_path / "env"
     venv.create(env, with_pip=True)
     run(env / "bin" / "pip", "install", "--quiet", wheel, cwd=tmp_path)
@@ -57,5 +79,7 @@ def test_the_wheel_in_a_fresh_virtualenv_runs_from_outside_the_repository(
     assert wheel.name.split("-")[1] in version
     assert "synced" in run(*manage, "db", "sync", cwd=tmp_path)
     assert "up to date" in run(*manage, "db", "version", cwd=tmp_path)
-    demo = run(env / "bin" / "rpccompat-demo", cwd=tmp_path)
-    assert ", 0 failed; " in demo and " 0 lost, 0 wrong" in demo
+    assert not (env / "bin" / "rpccompat-demo").exists()
+    run(env / "bin" / "pip", "install", "--quiet", demo, cwd=tmp_path)
+    demo_run = run(env / "bin" / "rpccompat-demo", cwd=tmp_path)
+    assert ", 0 failed; " in demo_run and " 0 lost, 0 wrong" in demo_run

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
 from rpccompat.db import Database
-from rpccompat.demo import beta, gamma
 from rpccompat.exceptions import UnknownRelease
 from rpccompat.pins import Pins, compute_pin
 from rpccompat.registry import ServiceRecord, ServiceRegistry
+from rpccompat_demo import beta, gamma
 from tests.conftest import mixed_period_database, spawn_node
 
 
@@ -195,8 +195,8 @@ def test_upgrade_levels_unknown_value_fails_at_start(registry):
 
 
 def test_cached_pin_refreshes_on_the_timer(registry, transport_url):
-    from rpccompat.demo.node import Settings, make_conf
     from rpccompat.rpc import make_transport
+    from rpccompat_demo.node import Settings, make_conf
 
     report(registry, "old", "alpha")
     pins = Pins(beta.HISTORY, registry, refresh_interval=0.2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import oslo_messaging as messaging
 import pytest
 
-from rpccompat.demo import alpha, beta
 from rpccompat.exceptions import (
     HistoryError,
     IncompatibleCall,
@@ -13,6 +12,7 @@ from rpccompat.exceptions import (
     InvalidFutureArgs,
 )
 from rpccompat.rpc import RPCClient, make_transport
+from rpccompat_demo import alpha, beta
 
 CTXT = {"request_id": "req-test"}
 VERSION = "versioned_object.version"
@@ -138,7 +138,7 @@ def test_method_too_new_uses_its_declared_fallback(cluster):
 
 
 def _raw_client(cluster, version: str = "1.0") -> messaging.RPCClient:
-    from rpccompat.demo.node import make_conf
+    from rpccompat_demo.node import make_conf
 
     transport = make_transport(make_conf(cluster.settings, "raw"))
     cluster._stoppable.append(transport)

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat import guard
 from rpccompat.db import Database
-from rpccompat.demo import beta, schema
-from rpccompat.demo.load import Load
-from rpccompat.demo.node import REFUSED, Node, Settings, make_conf
 from rpccompat.exceptions import SchemaRefused
 from rpccompat.registry import ServiceRegistry
+from rpccompat_demo import beta, schema
+from rpccompat_demo.load import Load
+from rpccompat_demo.node import REFUSED, Node, Settings, make_conf
 from tests.conftest import Cluster, mixed_period_database, spawn_node
 
 # A lost call fails by this timeout; an answered one, however slow, passes.
@@ -165,8 +165,8 @@ def test_nodes_exit_whenever_sigterm_lands(sqlite_url, rabbit_url):
 
 def test_a_drain_that_misses_its_deadline_is_abandoned_and_logged(sqlite_url, caplog):
     from rpccompat import rpc
-    from rpccompat.demo import beta
     from rpccompat.service import Service
+    from rpccompat_demo import beta
 
     class StuckManager(rpc.Endpoint):
         BINARY, RPC_API_VERSION = "volume", beta.HISTORY.current.rpc["volume"]

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import testing
-from rpccompat.demo import alpha, beta
+from rpccompat_demo import alpha, beta
 from tests.conftest import RABBIT_URL, unavailable
 
 

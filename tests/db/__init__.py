@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import sqlalchemy as sa
 
 from rpccompat.db import ColumnSync
-from rpccompat.demo import alpha
+from rpccompat_demo import alpha
 
 
 def insert_alpha_volumes(engine: sa.Engine, names: Mapping[str, str | None]) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat.db import Backfill, Database, Throttle, data
 from rpccompat.db.data import DONE, ERRORS, MORE_TO_DO, DataMigration, exit_code
-from rpccompat.demo import beta, schema
+from rpccompat_demo import beta, schema
 from tests.db import SIZES, insert_alpha_volumes
 from tests.db.shapes import VISIBILITY
 
@@ -60,7 +60,7 @@ LOCKED = key(1500)  # in the second batch
 CHILD = """
 import sys
 from rpccompat.db import Database, Throttle
-from rpccompat.demo import schema
+from rpccompat_demo import schema
 from rpccompat.engine import create_engine
 
 Database(create_engine(sys.argv[1]), [schema.TREE]).migrate(

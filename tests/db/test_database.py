@@ -19,9 +19,9 @@ from rpccompat.db import Check, Database, Throttle
 from rpccompat.db import data as datamod
 from rpccompat.db.backends import backend
 from rpccompat.db.backends.mysql import trigger_refusal
-from rpccompat.demo import alpha, beta, gamma, schema
 from rpccompat.exceptions import ContractRefused, MigrationError
 from rpccompat.registry import Base, ServiceRegistry
+from rpccompat_demo import alpha, beta, gamma, schema
 from tests.db import insert_alpha_volumes
 
 

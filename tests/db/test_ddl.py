@@ -28,8 +28,8 @@ from rpccompat.db.ddl import (
     lock_timeout_statement,
     run_ddl,
 )
-from rpccompat.demo import schema
 from rpccompat.exceptions import LockNotGranted
+from rpccompat_demo import schema
 
 HOLD = 2.0  # seconds the holder keeps its lock once the DDL is under way
 # Per attempt: PostgreSQL takes milliseconds; MariaDB whole seconds, so under

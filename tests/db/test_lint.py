@@ -9,8 +9,8 @@ import pytest
 
 from rpccompat.db import lint
 from rpccompat.db.tree import FRAMEWORK, MigrationTree
-from rpccompat.demo import schema
 from rpccompat.testing import check_migrations
+from rpccompat_demo import schema
 
 BASE = """
 import sqlalchemy as sa

@@ -26,10 +26,10 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat.db import FRAMEWORK
 from rpccompat.db.sync import installed_triggers
-from rpccompat.demo import schema
 from rpccompat.manage import Manage
 from rpccompat.manage.cli import INTERRUPTED
 from rpccompat.testing import scratch_database
+from rpccompat_demo import schema
 from tests.conftest import write_config
 from tests.db import insert_alpha_volumes
 from tests.db.test_lint import make_tree

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat.db import Database, ddl
 from rpccompat.db.sync import REFUSED, ColumnSync, read_through
-from rpccompat.demo import beta, gamma, schema
+from rpccompat_demo import beta, gamma, schema
 from tests.db import SIZES, concurrently, insert_alpha_volumes
 from tests.db.shapes import IMAGES, VISIBILITY, in_revision
 

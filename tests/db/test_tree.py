@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rpccompat.db import tree as treemod
-from rpccompat.demo import schema
 from rpccompat.exceptions import MigrationError
+from rpccompat_demo import schema
 
 
 def test_a_project_tree_is_found_by_entry_point_or_module_path():
     assert treemod.load("volumes") is schema.TREE
-    assert treemod.load("rpccompat.demo.schema:TREE") is schema.TREE
+    assert treemod.load("rpccompat_demo.schema:TREE") is schema.TREE
     with pytest.raises(
         MigrationError, match=r"no migration tree named 'nova'.*volumes"
     ):

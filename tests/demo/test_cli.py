@@ -13,7 +13,7 @@ from tests.conftest import mixed_period_database, spawn_node
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rpccompat.demo.cli", *args],
+        [sys.executable, "-m", "rpccompat_demo.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -123,8 +123,8 @@ def test_mixed_cluster_of_processes_serves_every_call_without_failure(
 
 
 SECRET = "s3cr3t-7f3a9c"  # fixed: xdist workers must collect the same ids
-HARNESS = ["rpccompat.demo.harness", "--transport-url", f"rabbit://g:{SECRET}@h:1/"]
-NODE = ["rpccompat.demo.node", "--release", "alpha", "--binary", "volume",
+HARNESS = ["rpccompat_demo.harness", "--transport-url", f"rabbit://g:{SECRET}@h:1/"]
+NODE = ["rpccompat_demo.node", "--release", "alpha", "--binary", "volume",
         "--config-file", "/dev/null"]  # fmt: skip
 
 

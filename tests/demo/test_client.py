@@ -13,7 +13,7 @@ from tests.conftest import mixed_period_database, write_config
 
 def client(config, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rpccompat.demo.client", "--config-file",
+        [sys.executable, "-m", "rpccompat_demo.client", "--config-file",
          str(config), *argv],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -25,7 +25,7 @@ def test_a_volume_outlives_its_client_over_rpc_and_direct(
     mixed_period_database(sqlite_url).dispose()
     config = write_config(tmp_path / "v.conf", sqlite_url, transport_url=rabbit_url)
     node = subprocess.Popen(
-        [sys.executable, "-m", "rpccompat.demo.node", "--config-file", str(config),
+        [sys.executable, "-m", "rpccompat_demo.node", "--config-file", str(config),
          "--release", "beta", "--binary", "volume", "--host", "node-1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
@@ -47,16 +47,16 @@ def test_a_volume_outlives_its_client_over_rpc_and_direct(
 
 
 @pytest.mark.parametrize(
-    "module", ["rpccompat.demo.node", "rpccompat.demo.client", "rpccompat.demo.schema"]
+    "module", ["rpccompat_demo.node", "rpccompat_demo.client", "rpccompat_demo.schema"]
 )
 def test_without_a_database_the_tools_exit_2_with_one_line(module, tmp_path):
     """No implicit ./rpccompat.sqlite for the node, the client or the schema."""
     config = write_config(tmp_path / "v.conf", "sqlite://")
     config.write_text(config.read_text().replace("connection = sqlite://\n", ""))
     argv = {
-        "rpccompat.demo.node": ["--release", "beta", "--binary", "volume"],
-        "rpccompat.demo.client": ["show", "vol-1"],
-        "rpccompat.demo.schema": [],
+        "rpccompat_demo.node": ["--release", "beta", "--binary", "volume"],
+        "rpccompat_demo.client": ["show", "vol-1"],
+        "rpccompat_demo.schema": [],
     }[module]
     run = subprocess.run(
         [sys.executable, "-m", module, "--config-file", str(config), *argv],

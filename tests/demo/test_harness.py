@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from rpccompat.demo import faults
-from rpccompat.demo.harness import latency_by_phase
+from rpccompat_demo import faults
+from rpccompat_demo.harness import latency_by_phase
 from tests.conftest import unavailable
 
 ALPHA_PYTHON = Path(__file__).parents[2] / ".venv-alpha" / "bin" / "python"
@@ -21,7 +21,7 @@ OLD_LIBRARIES = ("oslo.messaging", "oslo.versionedobjects")
 
 def upgrade_test(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rpccompat.demo.harness", "--json", *args],
+        [sys.executable, "-m", "rpccompat_demo.harness", "--json", *args],
         capture_output=True,
         text=True,
         timeout=900,

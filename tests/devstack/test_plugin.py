@@ -290,8 +290,8 @@ def test_shellcheck_is_clean(path: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     ("release", "db_setup", "not_run"),
     [
-        ("beta", "db sync", "-m rpccompat.demo.schema"),
-        ("alpha", "python3 -m rpccompat.demo.schema --config-file", "db sync"),
+        ("beta", "db sync", "-m rpccompat_demo.schema"),
+        ("alpha", "python3 -m rpccompat_demo.schema --config-file", "db sync"),
     ],
 )
 def test_stack_installs_configures_sets_up_db_then_starts(
@@ -343,7 +343,7 @@ def test_unknown_release_stops_the_stack(node: Node):
     assert done.returncode != 0
     node.index("die")
     assert node.count(f"{node.manage} db sync") == 0
-    assert node.count("rpccompat.demo.schema") == 0
+    assert node.count("rpccompat_demo.schema") == 0
 
 
 def test_unstack_stops_callers_first_and_clean_removes_config(node: Node):

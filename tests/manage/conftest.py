@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.demo import schema
 from rpccompat.manage import Manage
 from rpccompat.registry import ServiceRecord, ServiceRegistry, utcnow
+from rpccompat_demo import schema
 from tests.conftest import write_config
 
 SERVICE_DOWN_TIME = 30.0  # as write_config sets it

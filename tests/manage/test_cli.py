@@ -234,7 +234,7 @@ def test_no_command_prints_a_password(postgresql_url, rabbit_user, tmp_path, cap
         ["upgrade", "check", "--json"], ["db", "contract"], ["db", "sync"],
     ]  # fmt: skip
     from rpccompat import engine as dbengine
-    from rpccompat.demo import schema
+    from rpccompat_demo import schema
 
     engine = dbengine.create_engine(db_url)
     schema.install_alpha(engine)

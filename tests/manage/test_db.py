@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat.db import Check, MigrationTree, data
-from rpccompat.demo import schema
 from rpccompat.manage import BAD_INPUT, ERROR, Manage
 from rpccompat.manage.db import totals_table
+from rpccompat_demo import schema
 from tests.db import insert_alpha_volumes
 from tests.db.test_lint import make_tree
 from tests.manage.conftest import Operator, report

@@ -23,11 +23,11 @@ import sqlalchemy as sa
 
 from rpccompat import guard
 from rpccompat.db import Check
-from rpccompat.demo import beta
-from rpccompat.demo.node import Node, Settings
 from rpccompat.exceptions import SchemaRefused
 from rpccompat.manage import BAD_INPUT, Manage
 from rpccompat.manage.cli import INTERRUPTED
+from rpccompat_demo import beta
+from rpccompat_demo.node import Node, Settings
 from tests.db import insert_alpha_volumes
 from tests.db.test_resumable import interrupting
 

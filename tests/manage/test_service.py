@@ -7,12 +7,12 @@ import time
 import pytest
 from oslo_config import cfg
 
-from rpccompat.demo import beta
 from rpccompat.manage import NOT_FOUND
 from rpccompat.manage.service import COLUMNS
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
+from rpccompat_demo import beta
 from tests.manage.conftest import SERVICE_DOWN_TIME, report
 
 

@@ -12,7 +12,7 @@ Revises: beta_expand
 import sqlalchemy as sa
 
 from rpccompat.db import ddl
-from rpccompat.demo.gamma import SIZE_SYNC
+from rpccompat_demo.gamma import SIZE_SYNC
 
 revision = "gamma_expand"
 down_revision = "beta_expand"

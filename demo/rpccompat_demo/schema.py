@@ -11,7 +11,7 @@ to ``size_gib`` the same way and gains ``bootable`` and
 One package ships all three releases, so the tree comes in two cuts:
 ``GAMMA_TREE``, every revision, and ``TREE``, the tree as beta ships it
 (``as_of``), which the default upgrade (alpha to beta) runs.  An upgrade to
-gamma names ``rpccompat.demo.schema:GAMMA_TREE`` in ``[database]
+gamma names ``rpccompat_demo.schema:GAMMA_TREE`` in ``[database]
 migration_trees``; from alpha it is a skip-level upgrade: both releases'
 expands, both backfills, and a contract that waits for every node to run
 gamma.
@@ -33,8 +33,8 @@ from rpccompat.db import (
     DataMigrations,
     MigrationTree,
 )
-from rpccompat.demo import beta, gamma
-from rpccompat.demo.node import load_conf, require_database
+from rpccompat_demo import beta, gamma
+from rpccompat_demo.node import load_conf, require_database
 
 DATA_MIGRATIONS = DataMigrations()
 DATA_MIGRATIONS.add("beta", Backfill(beta.NAME_SYNC))
@@ -75,7 +75,7 @@ def install_mixed_period(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rpccompat.demo.schema --config-file F``: alpha's ``db sync``.
+    """``python -m rpccompat_demo.schema --config-file F``: alpha's ``db sync``.
 
     Both releases of the sample ship in one package, so the newest tree holds
     beta's revisions too; an upgrade job's base install at alpha uses this, as

@@ -18,7 +18,7 @@ from rpccompat import (
     method,
     retry_on_disconnect,
 )
-from rpccompat.demo.load import Ledger, expect
+from rpccompat_demo.load import Ledger, expect
 
 HISTORY = History(
     "volumes",

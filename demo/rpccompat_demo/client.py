@@ -19,10 +19,10 @@ import oslo_messaging as messaging
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat.demo.node import RELEASES, load_conf, require_database
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import RPCClient, make_transport
+from rpccompat_demo.node import RELEASES, load_conf, require_database
 
 NOT_FOUND = 1
 

@@ -5,7 +5,7 @@ Revises: beta_contract
 """
 
 from rpccompat.db import ddl
-from rpccompat.demo.gamma import SIZE_SYNC
+from rpccompat_demo.gamma import SIZE_SYNC
 
 revision = "gamma_contract"
 down_revision = "beta_contract"

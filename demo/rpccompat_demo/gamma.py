@@ -20,8 +20,8 @@ from rpccompat import (
     retry_on_disconnect,
 )
 from rpccompat.db import read_through, recipes
-from rpccompat.demo.beta import NAME_SYNC
-from rpccompat.demo.load import Ledger, expect
+from rpccompat_demo.beta import NAME_SYNC
+from rpccompat_demo.load import Ledger, expect
 
 HISTORY = History(
     "volumes",

@@ -5,7 +5,7 @@ Revises: alpha_contract
 """
 
 from rpccompat.db import ddl
-from rpccompat.demo.beta import NAME_SYNC
+from rpccompat_demo.beta import NAME_SYNC
 
 revision = "beta_contract"
 down_revision = "alpha_contract"

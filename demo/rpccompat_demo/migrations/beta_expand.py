@@ -10,7 +10,7 @@ Revises: alpha_expand
 import sqlalchemy as sa
 
 from rpccompat.db import ddl
-from rpccompat.demo.beta import NAME_SYNC
+from rpccompat_demo.beta import NAME_SYNC
 
 revision = "beta_expand"
 down_revision = "alpha_expand"

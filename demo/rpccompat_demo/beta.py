@@ -20,7 +20,7 @@ from rpccompat import (
     retry_on_disconnect,
 )
 from rpccompat.db import ColumnSync
-from rpccompat.demo.load import Ledger, expect
+from rpccompat_demo.load import Ledger, expect
 
 HISTORY = History(
     "volumes",

@@ -29,12 +29,12 @@ import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
 from rpccompat.db import Throttle
-from rpccompat.demo import schema
-from rpccompat.demo.node import API, RELEASES, VOLUME, Node, Settings, make_conf
 from rpccompat.exceptions import ContractRefused
 from rpccompat.pins import Pins
 from rpccompat.registry import ServiceRegistry
 from rpccompat.rpc import make_transport
+from rpccompat_demo import schema
+from rpccompat_demo.node import API, RELEASES, VOLUME, Node, Settings, make_conf
 
 PIN_LIFT_TIMEOUT = 10.0
 # A node's own stop deadline (rpccompat-demo-node --stop-timeout) plus room.
@@ -65,7 +65,7 @@ class ProcessNode:
         stem = workdir / f"{binary}-{host}-{release}-{seed}"
         self.record, self.log = stem.with_suffix(".json"), stem.with_suffix(".log")
         self._argv = [
-            python, "-m", "rpccompat.demo.node", *options,
+            python, "-m", "rpccompat_demo.node", *options,
             "--release", release, "--binary", binary, "--host", host,
             "--seed", str(seed), "--record", str(self.record),
         ]  # fmt: skip

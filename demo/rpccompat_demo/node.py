@@ -28,11 +28,11 @@ from oslo_config import cfg
 
 from rpccompat import engine as dbengine
 from rpccompat import opts
-from rpccompat.demo import alpha, beta, gamma
-from rpccompat.demo.load import Load
 from rpccompat.exceptions import ConfigurationError, SchemaRefused
 from rpccompat.scrub import one_line_usage_errors, passwords, scrub_process_output
 from rpccompat.service import Service, StopSignal, exit_abandoned
+from rpccompat_demo import alpha, beta, gamma
+from rpccompat_demo.load import Load
 
 RELEASES: dict[str, ModuleType] = {"alpha": alpha, "beta": beta, "gamma": gamma}
 

@@ -48,9 +48,6 @@ import sqlalchemy as sa
 from rpccompat import engine as dbengine
 from rpccompat import testing
 from rpccompat.db import data
-from rpccompat.demo import alpha, faults, gamma
-from rpccompat.demo.cluster import ProcessNode, check_rows
-from rpccompat.demo.node import API, VOLUME, upgrade_path
 from rpccompat.exceptions import first_line
 from rpccompat.scrub import (
     one_line_usage_errors,
@@ -58,11 +55,14 @@ from rpccompat.scrub import (
     scrub,
     scrub_process_output,
 )
+from rpccompat_demo import alpha, faults, gamma
+from rpccompat_demo.cluster import ProcessNode, check_rows
+from rpccompat_demo.node import API, VOLUME, upgrade_path
 
 BAD_INPUT = 2
 SERVERS = {"mysql": "MariaDB/MySQL", "postgresql": "PostgreSQL"}
 # The tree each target release's package ships (the sample ships all three).
-TREES = {"beta": "volumes", "gamma": "rpccompat.demo.schema:GAMMA_TREE"}
+TREES = {"beta": "volumes", "gamma": "rpccompat_demo.schema:GAMMA_TREE"}
 MIGRATION_BATCH = 50  # small batches, so a kill lands mid-run
 # ``db contract`` once migrated, while alpha nodes serve: refused with db
 # check's code for "old services still counted".
@@ -188,7 +188,7 @@ class UpgradeTest:
     def _install_alpha(self) -> dict[str, dict[str, Any]]:
         """Alpha's schema and rows written before the upgrade, to backfill."""
         self._step("install alpha: db sync, seed rows")
-        schema = ["-m", "rpccompat.demo.schema", "--config-file", str(self.config)]
+        schema = ["-m", "rpccompat_demo.schema", "--config-file", str(self.config)]
         subprocess.run(
             [self.options.alpha_python, *schema], check=True, capture_output=True
         )

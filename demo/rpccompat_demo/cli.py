@@ -15,9 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rpccompat.demo.cluster import RollingUpgrade
-from rpccompat.demo.node import Settings, upgrade_path
 from rpccompat.scrub import one_line_usage_errors, scrub
+from rpccompat_demo.cluster import RollingUpgrade
+from rpccompat_demo.node import Settings, upgrade_path
 
 MEMORY_TRANSPORT = "kombu+memory:////"
 MAX_FAILURES_SHOWN = 20
