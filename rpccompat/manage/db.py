@@ -294,7 +294,7 @@ class DbCommands:
         "--dialect",
         action="append",
         choices=DIALECTS,
-        help="backend to check (repeatable; default: all)",
+        help=f"backend to check: {', '.join(DIALECTS)} (repeatable; default: all)",
     )
     @json_flag
     def lint(self, dialect: list[str] | None = None, json: bool = False) -> int:
