@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -281,13 +281,22 @@ class Pins:
         """Call ``callback(pins)`` after every refresh (demo, CLI, metrics)."""
         self._listeners.append(callback)
 
-    def start(self, transport: messaging.Transport) -> None:
-        """Refresh now, then on the timer and on every control announcement."""
+    def start(self, transport: messaging.Transport, listener: str = "") -> None:
+        """Refresh now, then on the timer and on every control announcement.
+
+        ``listener`` names this process's control queue on the broker (a
+        Service passes its binary and host; by default the machine's name):
+        a name that outlives the process, so that a restart uses its queue
+        again instead of leaving one more behind for good.  Processes that
+        share a name share that queue, which is harmless: announcements come
+        on the fanout, whose queues are each consumer's own and auto-deleted.
+        """
         self.refresh()
         self._listener = messaging.get_rpc_server(
             transport,
             messaging.Target(
-                topic=control_topic(self.history), server=f"pins-{uuid.uuid4().hex}"
+                topic=control_topic(self.history),
+                server=f"pins-{listener or socket.gethostname()}",
             ),
             [_ControlEndpoint(self)],
             access_policy=messaging.ExplicitRPCAccessPolicy,

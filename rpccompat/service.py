@@ -104,7 +104,7 @@ class Service:
             service_down_time=self.conf.service_down_time,
             refresh_interval=self.conf.pin_refresh_interval,
         )
-        self.pins.start(self.transport)
+        self.pins.start(self.transport, listener=f"{self.binary}-{self.host}")
         if self.endpoints:
             self._server = rpc.make_server(
                 self.transport,

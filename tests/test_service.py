@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from rpccompat import engine as dbengine
-from rpccompat import guard
+from rpccompat import guard, testing
 from rpccompat.db import Database
 from rpccompat.exceptions import SchemaRefused
 from rpccompat.registry import ServiceRegistry
@@ -45,6 +45,29 @@ def test_graceful_stop_marks_the_row_stopped(cluster):
     node.stop()
     row = cluster.registry.get("volume", "n2")
     assert row.stopped_at is not None and row.state(60) == "stopped"
+
+
+def queues(rabbit_url: str) -> list[str]:
+    """The queues on the test's vhost."""
+    vhost = rabbit_url.rsplit("/", 1)[1]
+    return sorted(testing.rabbitmqctl("list_queues", "-p", vhost, "name").split())
+
+
+def test_restarting_a_node_leaves_no_queue_behind_on_the_broker(sqlite_url, rabbit_url):
+    """Its control queue is named after its binary and host, not after each
+    run: ten restarts, and the broker holds the same queues as after one."""
+    cluster = Cluster(sqlite_url, rabbit_url)
+    try:
+        after_one = None
+        for _ in range(10):
+            node = Node(cluster.settings, "beta", "volume", "n1")
+            node.start()
+            node.stop()
+            after_one = after_one or queues(rabbit_url)
+            assert queues(rabbit_url) == after_one
+        assert any("pins-volume-n1" in q for q in after_one), after_one
+    finally:
+        cluster.close()
 
 
 def list_volumes(client: Any, context: dict, *_: Any) -> int:
