@@ -13,6 +13,7 @@ again next time.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import socket
 import threading
@@ -105,15 +106,21 @@ def compute_pin(
     *,
     level: str = AUTO,
     down_time: float = 60,
+    now: datetime.datetime | None = None,
 ) -> Pin:
-    """The pin towards ``binary`` given the rows of the services table."""
+    """The pin towards ``binary`` given the rows of the services table.
+
+    ``now`` is when they were read (by default, this moment): taken before a
+    read that took long, it keeps that read from aging a live node's
+    heartbeat into "down", which would lift the pin above it.
+    """
     own = history.current
     own_rpc, own_objects = own.rpc[binary], own.objects_version
     if level != AUTO:
         release = history.resolve_level(binary, level)
         rpc = release.rpc[binary] if level == release.name else level
         return _pin(binary, release, UPGRADE_LEVELS, rpc_version=_capped(rpc, own_rpc))
-    now = utcnow()
+    now = now or utcnow()
     spoken, too_old = [], []
     for s in services:
         if s.binary != binary or not s.is_up(down_time, now):
@@ -165,8 +172,10 @@ def compute_pins(
     *,
     upgrade_levels: Mapping[str, str],
     down_time: float,
+    now: datetime.datetime | None = None,
 ) -> dict[str, Pin]:
-    """Every binary's pin from one read of the services table."""
+    """Every binary's pin from one read of the services table, made at
+    ``now`` (see compute_pin)."""
     return {
         binary: compute_pin(
             history,
@@ -174,6 +183,7 @@ def compute_pins(
             services,
             level=upgrade_levels.get(binary, AUTO),
             down_time=down_time,
+            now=now,
         )
         for binary in history.binaries
     }
@@ -255,11 +265,13 @@ class Pins:
 
     def refresh(self) -> dict[str, Pin]:
         """Recompute every pin from the services table, with one query."""
+        now = utcnow()  # before the read: see compute_pin
         pins = compute_pins(
             self.history,
             self.registry.services(),
             upgrade_levels=self.upgrade_levels,
             down_time=self.service_down_time,
+            now=now,
         )
         with self._lock:
             old = self._cache

@@ -189,6 +189,39 @@ def test_upgrade_levels_take_every_release_of_a_three_release_history(
     assert (got.rpc_version, got.release, got.source) == (rpc, level, "upgrade_levels")
 
 
+class SlowRead(ServiceRegistry):
+    """A services table whose read takes longer than service_down_time:
+    the clock of ``rpccompat.pins`` moves on while it runs."""
+
+    def __init__(self, registry: ServiceRegistry, monkeypatch, down_time: float):
+        super().__init__(registry.engine)
+        self._clock = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        self._late = datetime.timedelta(seconds=down_time * 2)
+        self.read = False
+        monkeypatch.setattr("rpccompat.pins.utcnow", self.utcnow)
+
+    def utcnow(self) -> datetime.datetime:
+        return self._clock + (self._late if self.read else datetime.timedelta())
+
+    def services(self, *args, **kwargs):
+        found = super().services(*args, **kwargs)
+        self.read = True
+        return found
+
+
+def test_a_slow_read_of_the_table_does_not_lift_the_pin_over_a_live_node(
+    registry, monkeypatch
+):
+    """Judged by the clock after the read, the alpha node's fresh heartbeat
+    would look down and the pin would lift to beta while it still serves."""
+    report(registry, "old", "alpha")
+    report(registry, "new", "beta")
+    slow = SlowRead(registry, monkeypatch, down_time=60)
+    got = Pins(beta.HISTORY, slow, service_down_time=60).refresh()["volume"]
+    assert slow.read
+    assert (got.release, [h.host for h in got.holders]) == ("alpha", ["old"])
+
+
 def test_upgrade_levels_unknown_value_fails_at_start(registry):
     with pytest.raises(UnknownRelease, match="gamma"):
         Pins(beta.HISTORY, registry, upgrade_levels={"volume": "gamma"})

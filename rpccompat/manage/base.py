@@ -7,6 +7,7 @@ list`` never touches the broker.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -169,9 +170,11 @@ class Context:
             )
         return ServiceRegistry(self.engine)
 
-    def pins(self, services: list[ServiceInfo]) -> dict[str, pins.Pin]:
-        """The pins every client computes now from ``services`` (empty with
-        no history to compute them from)."""
+    def pins(
+        self, services: list[ServiceInfo], now: datetime.datetime | None = None
+    ) -> dict[str, pins.Pin]:
+        """The pins every client computes from ``services``, read at ``now``
+        (empty with no history to compute them from)."""
         if self.history is None:
             return {}
         return pins.compute_pins(
@@ -179,6 +182,7 @@ class Context:
             services,
             upgrade_levels=dict(self.conf.upgrade_levels.items()),
             down_time=self.conf.service_down_time,
+            now=now,
         )
 
     @functools.cached_property

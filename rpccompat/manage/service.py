@@ -105,10 +105,15 @@ class Survey:
 
 
 def survey(context: Context) -> Survey:
-    """Who runs what, who counts, and who holds each pin, as of now."""
-    services = context.registry.services()
-    pins = context.pins(services)
+    """Who runs what, who counts, and who holds each pin, as of now.
+
+    Now is when the read starts: a row is no older than it was then, and a
+    read that takes long (a big table) must not age every heartbeat it
+    returns into a false "down".
+    """
     now = utcnow()
+    services = context.registry.services()
+    pins = context.pins(services, now)
     held: dict[int, list[str]] = collections.defaultdict(list)
     for binary, pin in pins.items():
         for holder in pin.holders:
@@ -131,7 +136,7 @@ def _view(
     silent_for = (
         None
         if service.updated_at is None
-        else round((now - service.updated_at).total_seconds(), 1)
+        else max(0.0, round((now - service.updated_at).total_seconds(), 1))
     )
     late = silent_for is None or silent_for > MISSED_HEARTBEATS * conf.report_interval
     counted = service.is_up(conf.service_down_time, now)

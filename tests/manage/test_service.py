@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from oslo_config import cfg
 from rpccompat.manage import NOT_FOUND
 from rpccompat.manage.service import COLUMNS
 from rpccompat.pins import Pins
-from rpccompat.registry import ServiceRegistry
+from rpccompat.registry import ServiceRegistry, utcnow
 from rpccompat.rpc import make_transport
 from rpccompat_demo import beta
 from tests.manage.conftest import SERVICE_DOWN_TIME, report
@@ -51,6 +52,32 @@ def test_list_shows_versions_pins_and_holders(engine, operator):
     assert services["node-2"]["rpc_version"] == "1.1"
     assert listed["pins"]["volume"]["holders"] == ["volume@node-1"]
     assert listed["pins"]["volume"]["release"] == "alpha"
+    assert listed["warnings"] == []
+
+
+def test_a_slow_read_of_the_table_shows_live_services_up(engine, operator, monkeypatch):
+    """``list`` judges each heartbeat by when its read began: a read longer
+    than service_down_time (a big table) aged every row into "down"."""
+    report(engine, "node-1", "alpha")
+    started = utcnow()
+    read = []
+
+    def clock() -> datetime.datetime:
+        return started + datetime.timedelta(seconds=2 * SERVICE_DOWN_TIME * len(read))
+
+    def services(self, *args, **kwargs):
+        found = original(self, *args, **kwargs)
+        read.append(True)
+        return found
+
+    original = ServiceRegistry.services
+    monkeypatch.setattr(ServiceRegistry, "services", services)
+    monkeypatch.setattr("rpccompat.manage.service.utcnow", clock)
+    monkeypatch.setattr("rpccompat.pins.utcnow", clock)
+    listed = operator("service", "list", "--json").json()
+    assert read
+    assert [s["state"] for s in listed["services"]] == ["up"]
+    assert listed["pins"]["volume"]["holders"] == ["volume@node-1"]
     assert listed["warnings"] == []
 
 
