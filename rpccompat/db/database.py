@@ -376,18 +376,19 @@ class Database:
         return results
 
     def _upgrade(self, tree: MigrationTree, branch: str, **settings: Any) -> None:
-        """Apply ``branch`` up to the tree's head.
+        """Apply ``branch`` up to the tree's head; with nothing to apply,
+        record what the schema serves again (a run interrupted after its
+        last revision, before its record, left the guard behind).
 
         A tree as_of an older release may find newer releases' revisions
-        applied past its head: it leaves them, and the releases the guard
-        records as served, as they are.
+        applied past its head: it leaves them as they are.
         """
         with self.engine.connect() as conn:
             pending = tree.pending(conn, branch)
             conn.rollback()  # each revision runs in a transaction of its own
             if pending:
                 tree.upgrade(conn, tree.head(branch), **settings)
-            elif not tree.newer:
+            else:
                 tree.record_served(conn)
 
     def expand_refusal(self) -> str | None:

@@ -203,6 +203,9 @@ class MigrationTree:
         self.__dict__.pop("script", None)  # read again: it has one more
         return Path(script.path)
 
+    def _own_revisions(self) -> set[str]:
+        return {r.revision for branch in BRANCHES for r in self.revisions(branch)}
+
     def _refuse_as_of(self, what: str) -> None:
         if self.newer:
             raise MigrationError(
@@ -295,10 +298,17 @@ class MigrationTree:
         self.record_served(conn)
 
     def record_served(self, conn: sa.Connection) -> None:
-        """Tell the schema guard which releases the schema serves now."""
+        """Tell the schema guard which releases the schema serves now.
+
+        A tree as_of an older release that finds newer releases' revisions
+        applied tells it nothing: newer code migrated the schema past what
+        this tree knows, and its record stands.
+        """
         if self.history is None:
             return
         applied = self.applied(conn)
+        if self.newer and applied - self._own_revisions():
+            return
         guard.record_served(
             conn,
             self.history.project,
@@ -354,7 +364,7 @@ class MigrationTree:
                 revision = marker.group(1)
             elif revision is not None:
                 rendered[revision] = rendered.get(revision, "") + line + "\n"
-        ours = {r.revision for branch in BRANCHES for r in self.revisions(branch)}
+        ours = self._own_revisions()
         return {r: sql for r, sql in rendered.items() if r in ours}
 
 

@@ -89,6 +89,22 @@ def test_the_sample_upgrades_one_release_at_a_time(engine):
     assert gamma_rows(engine) == {key: (name, 1) for key, name in names.items()}
 
 
+def test_expand_again_records_what_an_interrupted_run_applied_but_never_recorded(
+    engine,
+):
+    """Killed after its last revision, before the guard's record: beta nodes
+    were refused on a schema that serves them until another expand, which
+    found nothing pending and recorded nothing (the soak of
+    test_operator_mistakes found it, seed 1294247631)."""
+    database = schema.install_alpha(engine)
+    database.expand()
+    with engine.begin() as conn:  # as the interrupted run left it
+        guard.record_served(conn, "volumes", guard.Mark("alpha", "1.0"), None)
+    database.expand()
+    with engine.connect() as conn:
+        assert guard.read(conn, "volumes").ceiling.release == "beta"
+
+
 def test_a_skip_level_upgrade_expands_and_migrates_both_releases(engine):
     """Alpha straight to gamma (N-2 to N): no beta node ever runs."""
     schema.install_alpha(engine)
