@@ -113,20 +113,40 @@ class DataMigrations:
         return iter(self._items.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One batch of a backfill: the keys after ``after`` up to ``last``,
+    ``found`` of them, below the backfill's end ``until``."""
+
+    after: Any
+    last: Any
+    until: Any
+    found: int
+
+    @property
+    def cursor(self) -> dict[str, Any]:
+        """The cursor saved with the batch: where the next one starts."""
+        return {"after": self.last, "until": self.until}
+
+
 class Backfill:
     """The data migration of a sync (a :class:`ColumnSync` or a
     :class:`MovedColumns`): keyset batches by key.
 
-    Each call converts the next ``max_count`` keys after the stored cursor
-    and moves the cursor in the same transaction.  The first call notes the
+    Each batch converts the next ``max_count`` keys after the stored cursor
+    and moves the cursor in the same transaction.  The first batch notes the
     highest key: expand installed the sync triggers before migrate starts,
     so rows written since, whatever their key, are converted already and the
     backfill ends there instead of chasing new inserts.  Within its keys it
     converts only rows whose shapes disagree (``sync.migrate``),
     so a row either release wrote since expand - a random key below the
-    highest included - is kept as written.  Unlike ``WHERE new
-    IS NULL LIMIT n`` it never rescans converted rows, so the last batch
-    costs what the first did.
+    highest included - is kept as written, and a batch run twice changes
+    nothing the second time.  Unlike ``WHERE new IS NULL LIMIT n`` it never
+    rescans converted rows, so the last batch costs what the first did.
+
+    :func:`run` drives its batches itself (:meth:`window`, :meth:`convert`),
+    keeping the cursor between them; called, it runs one batch as every
+    :data:`Migration` does.
     """
 
     def __init__(self, sync: Sync) -> None:
@@ -134,38 +154,56 @@ class Backfill:
         self.__name__ = f"backfill_{sync.name}"
 
     def __call__(self, context: DataContext, max_count: int) -> tuple[int, int]:
-        key = self.sync.table_clause.c[self.sync.key]
         conn = context.connection
         with conn.begin():
-            state = context.cursor() or {}
-            if "until" not in state:
-                # Rows written from now on pass through the triggers:
-                # only keys up to today's highest can need converting.
-                state["until"] = conn.execute(sa.select(sa.func.max(key))).scalar()
-            if state["until"] is None:
+            window = self.window(conn, context.cursor() or {}, max_count)
+            if window is None:
                 return 0, 0
-            span = [key <= state["until"]]
-            if state.get("after") is not None:
-                span.append(key > state["after"])
-            found, last = self._window(conn, key, span, max_count)
-            if not found:
-                return 0, 0
-            span[0] = key <= last
-            done = self.sync.migrate(conn, sa.and_(*span))
-            context.save_cursor({"after": last, "until": state["until"]})
-            return found, done
+            done = self.convert(conn, window)
+            context.save_cursor(window.cursor)
+            return window.found, done
 
-    @staticmethod
-    def _window(
-        conn: sa.Connection,
-        key: sa.ColumnClause[Any],
-        span: list[sa.ColumnElement[bool]],
-        max_count: int,
+    @property
+    def _key(self) -> sa.ColumnClause[Any]:
+        return self.sync.table_clause.c[self.sync.key]
+
+    def window(
+        self, conn: sa.Connection, cursor: dict[str, Any], max_count: int
+    ) -> Window | None:
+        """The next batch after ``cursor`` (a saved one, or ``{}`` at the
+        start), or None when no key is left."""
+        key = self._key
+        if "until" in cursor:
+            until = cursor["until"]
+        else:
+            # Rows written from now on pass through the triggers:
+            # only keys up to today's highest can need converting.
+            until = conn.execute(sa.select(sa.func.max(key))).scalar()
+        if until is None:
+            return None
+        after = cursor.get("after")
+        found, last = self._ends(conn, self._span(after, until), max_count)
+        return Window(after, last, until, found) if found else None
+
+    def convert(self, conn: sa.Connection, window: Window) -> int:
+        """Convert the rows of ``window`` that need it; returns how many did."""
+        span = self._span(window.after, window.last)
+        return self.sync.migrate(conn, sa.and_(*span))
+
+    def _span(self, after: Any, last: Any) -> list[sa.ColumnElement[bool]]:
+        key = self._key
+        span = [key <= last]
+        if after is not None:
+            span.append(key > after)
+        return span
+
+    def _ends(
+        self, conn: sa.Connection, span: list[sa.ColumnElement[bool]], max_count: int
     ) -> tuple[int, Any]:
         """How many keys the next batch holds, and its last: the key
         ``max_count`` keys on (a third cheaper than counting them), else,
         near the end, the count and the highest of those left."""
-        ordered = sa.select(key).where(*span).order_by(key)
+        ordered = sa.select(self._key).where(*span).order_by(self._key)
         last = conn.execute(ordered.offset(max_count - 1).limit(1)).scalar()
         if last is not None:
             return max_count, last
@@ -187,12 +225,22 @@ class Totals:
     done: int = 0
     batches: int = 0
     seconds: float = 0.0
+    #: The longest batch in seconds; a backfill's, from its UPDATE to its
+    #: commit: how long a writer may have waited for its row locks.
+    longest: float = 0.0
     complete: bool = False
     error: str | None = None
 
     @property
     def rows_per_second(self) -> float:
         return self.found / self.seconds if self.seconds else 0.0
+
+    def add(self, found: int, done: int, seconds: float) -> None:
+        """Count one committed batch of ``seconds``."""
+        self.found += found
+        self.done += done
+        self.batches += 1
+        self.longest = max(self.longest, seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,15 +335,28 @@ def run(
             continue
         _ensure_row(engine, tree, migration.name)
         try:
-            with _connect(engine) as connection:
-                context = DataContext(connection, tree, migration.name)
-                budget = _batches(
-                    migration, context, totals, budget, throttle, progress
-                )
+            budget = _run_one(engine, migration, totals, budget, throttle, progress)
         except Exception as e:  # reported per migration, see the docstring
             totals.error = f"{type(e).__name__}: {first_line(e)}"
         _record(engine, totals)
     return results
+
+
+def _run_one(
+    engine: sa.Engine,
+    migration: DataMigration,
+    totals: Totals,
+    budget: int | None,
+    throttle: Throttle,
+    progress: Callable[[Totals], None],
+) -> int | None:
+    """Run one migration's batches; returns the budget left."""
+    with _connect(engine) as conn:
+        if isinstance(migration.fn, Backfill):
+            backfilling = _Backfilling(migration.fn, conn, throttle, totals)
+            return backfilling.run(budget, progress)
+        context = DataContext(conn, totals.tree, migration.name)
+        return _batches(migration, context, totals, budget, throttle, progress)
 
 
 @contextlib.contextmanager
@@ -323,9 +384,7 @@ def _batches(
         started = time.monotonic()
         found, done = migration.fn(context, count)
         elapsed = time.monotonic() - started
-        totals.found += found
-        totals.done += done
-        totals.batches += 1
+        totals.add(found, done, elapsed)
         totals.seconds += elapsed
         if found == 0:
             totals.complete = True
@@ -337,6 +396,106 @@ def _batches(
         if throttle.pause:
             time.sleep(throttle.pause)
     return budget
+
+
+class _Cursor:
+    """A backfill's stored cursor, as this run last read or moved it.
+
+    A batch moves it only from that text (a compare and set, in the batch's
+    transaction), so a run reads it once instead of locking it in every
+    batch; a batch that finds another text there - another runner moved it
+    - is rolled back, and the run goes on from the other's cursor.
+    """
+
+    def __init__(self, conn: sa.Connection, tree: str, name: str) -> None:
+        self.row = _progress_row(tree, name)
+        self.text: str | None = None
+        self.reload(conn)
+
+    @property
+    def value(self) -> dict[str, Any]:
+        return {} if self.text is None else json.loads(self.text)
+
+    def reload(self, conn: sa.Connection) -> None:
+        with conn.begin():
+            self.text = conn.execute(
+                sa.select(progress_table.c.cursor).where(self.row)
+            ).scalar()
+
+    def move(self, conn: sa.Connection, value: dict[str, Any]) -> bool:
+        """Whether the stored cursor was this run's and is now ``value``."""
+        stored = progress_table.c.cursor
+        text = json.dumps(value)
+        moved = conn.execute(
+            progress_table.update()
+            .where(
+                self.row, stored.is_(None) if self.text is None else stored == self.text
+            )
+            .values(cursor=text, updated_at=utcnow())
+        ).rowcount
+        if moved:
+            self.text = text
+        return bool(moved)
+
+
+class _Backfilling:
+    """A backfill's batches, each one transaction of three statements: find
+    its window (which locks nothing), convert it, move the cursor from where
+    this run left it (see :class:`_Cursor`), then commit.
+
+    The throttle measures each batch from its UPDATE to its commit: the time
+    it holds row locks that writers may wait for.
+    """
+
+    def __init__(
+        self,
+        backfill: Backfill,
+        conn: sa.Connection,
+        throttle: Throttle,
+        totals: Totals,
+    ) -> None:
+        self.backfill, self.conn, self.throttle = backfill, conn, throttle
+        self.totals = totals
+        self.cursor = _Cursor(conn, totals.tree, totals.name)
+
+    def run(self, budget: int | None, progress: Callable[[Totals], None]) -> int | None:
+        """Batches until none is left or ``budget`` rows were looked at;
+        returns the budget left."""
+        started = time.monotonic()
+        size = self.throttle.batch_size
+        while budget is None or budget > 0:
+            window, done, held = self._batch(
+                size if budget is None else min(size, budget)
+            )
+            if window is None:
+                self.totals.complete = True
+                break
+            self.totals.add(window.found, done, held)
+            self.totals.seconds = time.monotonic() - started
+            if budget is not None:
+                budget -= window.found
+            progress(self.totals)
+            size = self.throttle.next_size(size, held)
+            if self.throttle.pause:
+                time.sleep(self.throttle.pause)
+        return budget
+
+    def _batch(self, count: int) -> tuple[Window | None, int, float]:
+        """The next batch, committed: its window (None when no key is left),
+        how many rows it converted and how long it held their locks."""
+        conn = self.conn
+        while True:
+            with conn.begin() as transaction:
+                window = self.backfill.window(conn, self.cursor.value, count)
+                if window is None:
+                    return None, 0, 0.0
+                started = time.monotonic()
+                done = self.backfill.convert(conn, window)
+                if self.cursor.move(conn, window.cursor):
+                    transaction.commit()
+                    return window, done, time.monotonic() - started
+                transaction.rollback()
+            self.cursor.reload(conn)  # another runner moved it: go on from there
 
 
 # Exit codes of ``db online_data_migrations`` (Nova and Cinder use the same).

@@ -220,6 +220,81 @@ def test_a_run_commits_without_waiting_for_the_wal_and_the_pool_gets_it_back(
     assert (seen, after) == (["off", "off"], "on")
 
 
+# -- killed between two batches, or overtaken by another runner ---------------
+
+
+def backfill_totals(results: list[data.Totals]) -> data.Totals:
+    [totals] = [t for t in results if t.name.startswith("backfill_")]
+    return totals
+
+
+KILLED_AFTER = """
+import os, signal, sys
+from rpccompat.db import Database, Throttle
+from rpccompat.demo import schema
+from rpccompat.engine import create_engine
+
+def kill(totals):
+    if totals.name.startswith("backfill_") and totals.batches == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # nothing cleaned up, nothing flushed
+
+Database(create_engine(sys.argv[1]), [schema.TREE]).migrate(
+    throttle=Throttle(batch_size=int(sys.argv[2])), progress=kill
+)
+"""
+
+
+def test_a_run_killed_between_batches_resumes_without_skipping_a_row(db_url):
+    """Killed once two batches have committed, the cursor kept in memory
+    between them: the rows converted are exactly those up to the saved
+    cursor, and the next run converts all the others."""
+    engine = dbengine.create_engine(db_url)
+    try:
+        database = alpha_volumes(engine, 100)
+        child = subprocess.run(
+            [sys.executable, "-c", KILLED_AFTER, db_url, "10"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == -9, child.stderr
+        cursor = progress(engine, "volumes", f"backfill_{beta.NAME_SYNC.name}")
+        after = json.loads(cursor.cursor)["after"]
+        assert after == key(19)
+        assert {k for k, (old, new) in rows(engine).items() if new is not None} == {
+            k for k in rows(engine) if k <= after
+        }
+
+        totals = backfill_totals(database.migrate())
+
+        assert (totals.found, totals.done, totals.complete) == (80, 80, True)
+        assert all(old == new for old, new in rows(engine).values())
+    finally:
+        engine.dispose()
+
+
+def test_a_backfill_goes_on_from_where_another_runner_moved_its_cursor(engine):
+    """Two runners at once share the work: once the other one has converted
+    the rest, this one finds its next batch's cursor moved and ends there
+    instead of going through the table again."""
+    database = alpha_volumes(engine, 50)
+    others: list[data.Totals] = []
+
+    def meanwhile(totals: data.Totals) -> None:
+        if totals.name.startswith("backfill_") and not others:
+            others.extend(database.migrate(throttle=Throttle(batch_size=10)))
+
+    ours = backfill_totals(
+        database.migrate(throttle=Throttle(batch_size=10), progress=meanwhile)
+    )
+
+    other = backfill_totals(others)
+    assert ours.complete and ours.error is None and other.complete
+    # Its second batch found the cursor moved: rolled back, not counted.
+    assert (ours.found, ours.done, other.found, other.done) == (10, 10, 40, 40)
+    assert all(old == new for old, new in rows(engine).values())
+
+
 def broken(context: data.DataContext, max_count: int) -> tuple[int, int]:
     """Fails as a driver does: the statement on lines of its own, which the
     totals leave out (one line per migration in the table)."""

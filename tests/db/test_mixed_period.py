@@ -453,7 +453,9 @@ class Run:
                 TREE,
                 [migration],
                 max_count=step.size,
-                throttle=Throttle(batch_size=step.size),
+                # Two batches where it can: the second starts from the
+                # cursor the first left in memory.
+                throttle=Throttle(batch_size=-(-step.size // 2)),
             )
         finally:
             if killed:
