@@ -231,7 +231,7 @@ def backfill_totals(results: list[data.Totals]) -> data.Totals:
 KILLED_AFTER = """
 import os, signal, sys
 from rpccompat.db import Database, Throttle
-from rpccompat.demo import schema
+from rpccompat_demo import schema
 from rpccompat.engine import create_engine
 
 def kill(totals):
