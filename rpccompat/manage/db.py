@@ -59,7 +59,8 @@ throttle_flags = combine(
     args(
         "--target-time",
         type=float,
-        help="seconds a batch should take; the batch size follows it",
+        help="seconds a batch should hold its row locks (a backfill's, from "
+        "its UPDATE to its commit); the batch size follows it",
     ),
     args("--pause", type=float, default=0.0, help="seconds between batches"),
 )
